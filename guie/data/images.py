@@ -1,0 +1,52 @@
+"""Image loading for feature extraction: PIL to RGB, a transform, and bad files flagged instead of raised."""
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections.abc import Callable, Sequence
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+
+def load_rgb(path: str) -> Image.Image:
+    """Open ``path`` with PIL and convert to RGB, as the competition host did."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PIL's DecompressionBomb and palette warnings
+        with Image.open(path) as img:
+            return img.convert("RGB")
+
+
+def view_seed(key: str, view: int) -> int:
+    """A seed for augmented view ``view`` of the image ``key``, independent of batch order and workers."""
+    return int.from_bytes(hashlib.sha256(f"{key}#{view}".encode()).digest()[:8], "little") & 0x7FFF_FFFF_FFFF
+
+
+class ImageDataset(Dataset):
+    """Items are ``(image tensor, position, ok)``; unreadable images give a zero tensor and ok=False."""
+
+    def __init__(self, paths: Sequence[str], transform: Callable, image_size: tuple[int, int],
+                 view: int = 0, keys: Sequence[str] | None = None) -> None:
+        self.paths = list(paths)
+        self.keys = list(keys) if keys is not None else self.paths
+        self.transform = transform
+        self.image_size = image_size
+        self.view = view
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, bool]:
+        try:
+            img = load_rgb(self.paths[i])
+            if self.view == 0:
+                x = self.transform(img)
+            else:
+                # Random augmentations draw from torch's global RNG: seed it per image and view.
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(view_seed(self.keys[i], self.view))
+                    x = self.transform(img)
+            return x, i, True
+        except Exception:  # noqa: BLE001 - any decode failure is a bad image, counted by the caller
+            return torch.zeros(3, *self.image_size), i, False

@@ -1,0 +1,1 @@
+"""Evaluation: the competition metric, exact k-NN retrieval with faiss, and reports."""

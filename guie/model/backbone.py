@@ -1,0 +1,166 @@
+"""The frozen open_clip image tower: chosen by name, loaded from a pretrained tag, a local file, or random init."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+from open_clip.transform import PreprocessCfg, image_transform_v2
+from torch import nn
+from torchvision import transforms as T
+
+from guie.errors import GuieError, did_you_mean
+
+MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
+# Registered through open_clip's own config mechanism, so "guie-tiny" is a model name like any other.
+open_clip.add_model_config(MODEL_CONFIG_DIR)
+
+WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors", ".ckpt", ".npz")
+INTERPOLATION = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR,
+                 "nearest": T.InterpolationMode.NEAREST}
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """Which backbone: an open_clip model name plus a pretrained tag, a weights file, or 'none'."""
+
+    name: str
+    pretrained: str = "none"
+    seed: int = 0  # random-init seed, used when pretrained == "none"
+
+    @property
+    def is_file(self) -> bool:
+        return self.pretrained != "none" and (
+            os.sep in self.pretrained or self.pretrained.endswith(WEIGHT_SUFFIXES) or os.path.exists(self.pretrained)
+        )
+
+    def validate(self) -> BackboneSpec:
+        """Check the name and the pretrained value without building anything."""
+        models = open_clip.list_models()
+        if self.name not in models:
+            raise GuieError(
+                f"unknown backbone {self.name!r}{did_you_mean(self.name, models)}; "
+                "run `python -c \"import open_clip; print(open_clip.list_models())\"` for all names"
+            )
+        if self.is_file:
+            if not Path(self.pretrained).is_file():
+                raise GuieError(f"pretrained weights file {self.pretrained!r} does not exist; pass an existing "
+                                ".bin/.pt/.safetensors file, a pretrained tag, or 'none'")
+        elif self.pretrained != "none":
+            tags = open_clip.list_pretrained_tags_by_model(self.name)
+            if self.pretrained not in tags:
+                known = ", ".join(tags) if tags else "none for this model"
+                raise GuieError(
+                    f"unknown pretrained tag {self.pretrained!r} for {self.name}{did_you_mean(self.pretrained, tags)}; "
+                    f"known tags: {known}; or pass a weights file path or 'none'"
+                )
+        return self
+
+    def fingerprint(self) -> str:
+        """A stable identity of the weights, for cache keys: the tag, or the file's size and edge hashes."""
+        if not self.is_file:
+            return f"{self.name}/{self.pretrained}" + (f"/seed{self.seed}" if self.pretrained == "none" else "")
+        return f"{self.name}/file:{file_fingerprint(self.pretrained)}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def file_fingerprint(path: str, edge: int = 1 << 20) -> str:
+    """Size plus a hash of the first and last MiB: cheap on multi-GB checkpoints, changes when the file does."""
+    size = os.path.getsize(path)
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as fh:
+        digest.update(fh.read(edge))
+        if size > edge:
+            fh.seek(max(edge, size - edge))
+            digest.update(fh.read(edge))
+    return f"{size}-{digest.hexdigest()[:16]}"
+
+
+def feature_dim(name: str) -> int:
+    """The width of the image tower's output for an open_clip model name."""
+    cfg = open_clip.get_model_config(name)
+    if cfg is None:
+        raise GuieError(f"unknown backbone {name!r}{did_you_mean(name, open_clip.list_models())}")
+    return int(cfg["embed_dim"])
+
+
+@dataclass
+class Backbone:
+    """A frozen image tower and the preprocessing open_clip defines for it."""
+
+    spec: BackboneSpec
+    visual: nn.Module
+    preprocess_cfg: dict[str, Any]
+    feature_dim: int
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        size = self.preprocess_cfg["size"]
+        return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def load_backbone(spec: BackboneSpec, device: str | torch.device = "cpu") -> Backbone:
+    """Build the open_clip model, load its weights, keep only the frozen image tower."""
+    spec.validate()
+    if spec.is_file:
+        model = _create(spec.name, spec.seed)
+        try:
+            open_clip.load_checkpoint(model, spec.pretrained)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0][:200]
+            raise GuieError(
+                f"weights file {spec.pretrained!r} does not fit backbone {spec.name} ({first}); "
+                "pass the weights made for that architecture or the matching --backbone"
+            ) from None
+        except Exception as exc:  # noqa: BLE001 - unreadable/corrupt files arrive as many types
+            raise GuieError(f"could not read weights file {spec.pretrained!r} ({type(exc).__name__}: "
+                            f"{str(exc)[:160]}); pass a .bin/.pt/.safetensors state dict") from None
+    elif spec.pretrained == "none":
+        model = _create(spec.name, spec.seed)
+    else:
+        try:
+            model = open_clip.create_model(spec.name, pretrained=spec.pretrained)
+        except RuntimeError as exc:
+            raise GuieError(
+                f"could not load pretrained weights {spec.name}/{spec.pretrained} ({str(exc)[:160]}); "
+                "offline, download them once and pass the file with --pretrained PATH"
+            ) from None
+    visual = model.visual
+    preprocess_cfg = dict(visual.preprocess_cfg)
+    del model  # only the image tower stays in memory
+    visual.eval().requires_grad_(False).to(device)
+    return Backbone(spec, visual, preprocess_cfg, feature_dim(spec.name))
+
+
+def _create(name: str, seed: int) -> nn.Module:
+    """Random init from ``seed``, without using or disturbing the caller's RNG state."""
+    logging.disable(logging.WARNING)  # open_clip warns that no weights were loaded: that is the point
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return open_clip.create_model(name, pretrained=None, pretrained_image=False, pretrained_text=False)
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def eval_transform(preprocess_cfg: dict[str, Any]) -> T.Compose:
+    """open_clip's own inference transform for this model (resize, crop, to tensor, mean/std)."""
+    return image_transform_v2(PreprocessCfg(**preprocess_cfg), is_train=False)
+
+
+def augment_transform(preprocess_cfg: dict[str, Any], min_scale: float = 0.5) -> T.Compose:
+    """Random resized crop and horizontal flip at the model's size, then its mean/std."""
+    cfg = PreprocessCfg(**preprocess_cfg)
+    return T.Compose([
+        T.RandomResizedCrop(cfg.size, scale=(min_scale, 1.0), interpolation=INTERPOLATION[cfg.interpolation]),
+        T.RandomHorizontalFlip(),
+        T.ToTensor(),
+        T.Normalize(cfg.mean, cfg.std),
+    ])

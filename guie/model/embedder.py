@@ -1,0 +1,31 @@
+"""The embedder: frozen image tower + trained projection, pixels in, L2-normalised 64-D out."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from guie.model.backbone import Backbone, BackboneSpec, load_backbone
+from guie.model.model_file import projection_from, read_model_file
+from guie.model.projection import Projection
+
+
+class Embedder(nn.Module):
+    """Normalised pixel tensors ``(N, 3, S, S)`` -> embeddings ``(N, dim)``, unit length."""
+
+    def __init__(self, visual: nn.Module, projection: Projection):
+        super().__init__()
+        self.visual = visual
+        self.projection = projection
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.projection(self.visual(pixels))
+
+
+def load_embedder(model: str | Path, device: str | torch.device = "cpu") -> tuple[Embedder, Backbone]:
+    """Rebuild the eager embedder from a run folder or model.pt; also return its backbone (for preprocessing)."""
+    data = read_model_file(model)
+    backbone = load_backbone(BackboneSpec(**data["backbone"]), device)
+    embedder = Embedder(backbone.visual, projection_from(data)).to(device).eval()
+    return embedder, backbone

@@ -1,0 +1,60 @@
+"""The run's ``model.pt``: everything needed to rebuild the embedder given the backbone weights."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from guie.errors import GuieError
+from guie.fileio import torch_save
+from guie.model.backbone import BackboneSpec
+from guie.model.heads import MarginHead
+from guie.model.projection import Projection
+
+MODEL_FORMAT = "guie-model/1"
+MODEL_FILENAME = "model.pt"
+
+
+def save_model_file(path: str | Path, *, backbone: BackboneSpec, preprocess_cfg: dict[str, Any],
+                    projection: Projection, head: MarginHead, head_kind: str, classes: list[str],
+                    config: dict[str, Any], version: str) -> None:
+    """Write model.pt atomically."""
+    torch_save({
+        "format": MODEL_FORMAT,
+        "guie_version": version,
+        "backbone": backbone.to_dict(),
+        "preprocess_cfg": {k: list(v) if isinstance(v, tuple) else v for k, v in preprocess_cfg.items()},
+        "projection": {"config": projection.config(), "state_dict": projection.state_dict()},
+        "head": {"kind": head_kind, "config": head.config(), "state_dict": head.state_dict()},
+        "classes": list(classes),
+        "config": config,
+    }, path)
+
+
+def read_model_file(path: str | Path) -> dict[str, Any]:
+    """Load a model.pt (or the one inside a run folder), refusing missing or foreign files clearly."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MODEL_FILENAME
+        if not path.is_file():
+            raise GuieError(f"no {MODEL_FILENAME} in {str(path.parent)!r}; pass a finished guie-train run folder "
+                            "(a killed run finishes with guie-train --resume --out RUN)")
+    if not path.is_file():
+        raise GuieError(f"model file {str(path)!r} does not exist; pass a guie-train run folder or its model.pt")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for foreign or truncated files
+        raise GuieError(f"{str(path)!r} is not a readable guie model file ({type(exc).__name__}); "
+                        "pass the model.pt written by guie-train") from None
+    if not isinstance(data, dict) or data.get("format") != MODEL_FORMAT:
+        raise GuieError(f"{str(path)!r} is not a guie model file (expected format {MODEL_FORMAT}); "
+                        "pass the model.pt written by guie-train")
+    return data
+
+
+def projection_from(data: dict[str, Any]) -> Projection:
+    """Rebuild the trained projection, in eval mode."""
+    projection = Projection(**data["projection"]["config"])
+    projection.load_state_dict(data["projection"]["state_dict"])
+    return projection.eval()

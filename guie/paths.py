@@ -1,0 +1,13 @@
+"""Where guie keeps its caches: $GUIE_CACHE, else $XDG_CACHE_HOME/guie, else ~/.cache/guie."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cache_root() -> Path:
+    """The root folder for feature caches and the demo data."""
+    if os.environ.get("GUIE_CACHE"):
+        return Path(os.environ["GUIE_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "guie"

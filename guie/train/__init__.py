@@ -1,0 +1,1 @@
+"""Training: frozen-feature extraction and cache, the head training loop, checkpoints, tracking."""

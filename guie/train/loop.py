@@ -1,0 +1,126 @@
+"""The head training loop over cached features: plain, top to bottom, deterministic per (seed, epoch)."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from guie.fileio import write_text
+from guie.model.heads import MarginHead
+from guie.model.projection import Projection
+from guie.train.checkpoint import save_checkpoint
+from guie.train.features import FeatureTable
+from guie.train.tracking import Tracker
+
+
+@dataclass
+class LoopSettings:
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup: float
+    seed: int
+
+
+def cosine_with_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up to 1, then cosine decay to 0 at ``total_steps``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def gather(views: list[FeatureTable], index: np.ndarray, view_choice: np.ndarray) -> np.ndarray:
+    """Feature rows of ``index``, each from the view chosen for it."""
+    out = np.empty((len(index), views[0].dim), dtype=np.float32)
+    for v in np.unique(view_choice):
+        sel = view_choice == v
+        out[sel] = views[v].get(index[sel])
+    return out
+
+
+def train_head(views: list[FeatureTable], train_index: np.ndarray, labels: np.ndarray,
+               projection: Projection, head: MarginHead, settings: LoopSettings, run_dir: Path,
+               device: torch.device, tracker: Tracker, resume_state: dict[str, Any] | None = None,
+               extra_state: dict[str, Any] | None = None, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Train projection + head with AdamW and a cosine schedule; checkpoint and log every epoch.
+
+    Each epoch's shuffle, view choice and dropout draw from seeds derived from (seed, epoch),
+    so a run resumed from its checkpoint ends with the same weights as an uninterrupted one.
+    """
+    projection.to(device)
+    head.to(device)
+    params = list(projection.parameters()) + list(head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    steps_per_epoch = math.ceil(len(train_index) / settings.batch_size)
+    total = steps_per_epoch * settings.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, cosine_with_warmup(total, max(1, int(settings.warmup * total))))
+    labels_t = torch.as_tensor(labels, dtype=torch.long)
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    if resume_state is not None:
+        projection.load_state_dict(resume_state["projection"])
+        head.load_state_dict(resume_state["head"])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        history = list(resume_state["metrics"])
+        start_epoch = int(resume_state["epoch"])
+        log(f"resuming after epoch {start_epoch} of {settings.epochs}")
+
+    for epoch in range(start_epoch, settings.epochs):
+        t0 = time.perf_counter()
+        projection.train()
+        head.train()
+        rng = np.random.default_rng([settings.seed, epoch])
+        order = rng.permutation(train_index)
+        view_choice = rng.integers(0, len(views), size=len(order))
+        torch.manual_seed(settings.seed * 100_003 + epoch)
+        loss_sum, correct, seen = 0.0, 0, 0
+        for start in range(0, len(order), settings.batch_size):
+            idx = order[start:start + settings.batch_size]
+            if len(idx) < 2 and projection.use_batchnorm:
+                continue  # BatchNorm cannot train on a single row
+            x = torch.from_numpy(gather(views, idx, view_choice[start:start + len(idx)])).to(device)
+            y = labels_t[idx].to(device)
+            embeddings = projection(x)
+            logits = head(embeddings, y)
+            loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.item() * len(idx)
+            with torch.no_grad():
+                correct += int((head.cosine(embeddings).argmax(1) == y).sum())
+            seen += len(idx)
+        seconds = time.perf_counter() - t0
+        row = {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
+               "lr": scheduler.get_last_lr()[0], "seconds": round(seconds, 4),
+               "samples_per_s": round(seen / max(seconds, 1e-9), 1)}
+        history.append(row)
+        log(f"epoch {row['epoch']}/{settings.epochs}  loss {row['loss']:.4f}  acc {row['train_acc']:.3f}  "
+            f"lr {row['lr']:.2e}  {row['samples_per_s']:.0f} samples/s")
+        save_checkpoint(run_dir, {
+            "projection": projection.state_dict(), "head": head.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "epoch": epoch + 1, "metrics": history, **(extra_state or {}),
+        })
+        write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+        tracker.log(row, step=epoch + 1)
+    projection.eval()
+    head.eval()
+    return history

@@ -1,0 +1,223 @@
+"""One guie-train run: records -> sampled classes -> cached features -> head -> run folder (+ holdout eval)."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from guie.config import TrainConfig
+from guie.data import load_source
+from guie.data.records import Record
+from guie.data.sampling import holdout_split, sample_classes
+from guie.errors import GuieError
+from guie.eval.retrieval import evaluate_retrieval
+from guie.fileio import write_json
+from guie.model.backbone import Backbone, BackboneSpec, load_backbone
+from guie.model.heads import build_head
+from guie.model.model_file import MODEL_FILENAME, save_model_file
+from guie.model.projection import Projection
+from guie.paths import cache_root
+from guie.train.checkpoint import load_checkpoint
+from guie.train.features import FeatureTable, ensure_features
+from guie.train.loop import LoopSettings, train_head
+from guie.train.tracking import start_tracking
+from guie.version import __version__
+
+CONFIG_FILENAME = "config.json"
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: list[dict[str, Any]]
+    eval: dict[str, Any]
+    features_computed: int
+
+
+def git_commit() -> str | None:
+    """The commit of the guie checkout this code runs from, when it runs from one."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def prepare_run_dir(out: str, resume: bool, overwrite: bool) -> Path:
+    """Refuse to clobber an existing run unless asked; nothing is touched when refusing."""
+    run_dir = Path(out)
+    if resume:
+        if not (run_dir / CONFIG_FILENAME).is_file():
+            raise GuieError(f"cannot resume: {out!r} is not a guie run folder (no {CONFIG_FILENAME}); "
+                            "start a new run without --resume")
+        return run_dir
+    if run_dir.exists() and not run_dir.is_dir():
+        raise GuieError(f"run folder {out!r} is a file; pass another --out")
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise GuieError(f"run folder {out!r} already exists; pass --resume to continue it, "
+                            "--overwrite to replace it, or another --out")
+        if not (run_dir / CONFIG_FILENAME).is_file():
+            raise GuieError(f"refusing to --overwrite {out!r}: it is not a guie run folder (no {CONFIG_FILENAME}); "
+                            "pass an empty or new --out")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def load_records(specs: list[str], log: Callable[[str], None]) -> tuple[list[Record], list[dict[str, Any]]]:
+    """All records of all sources, each source a distinct domain; plus a per-source report."""
+    records: list[Record] = []
+    report: list[dict[str, Any]] = []
+    used: set[str] = set()
+    for spec in specs:
+        source = load_source(spec)
+        domain, n = source.domain, 2
+        while domain in used:
+            domain, n = f"{source.domain}-{n}", n + 1
+        used.add(domain)
+        recs = [Record(r.path, r.label, domain if r.domain == source.domain else r.domain, r.split)
+                for r in source.records]
+        records.extend(recs)
+        classes = len({r.class_key for r in recs})
+        log(f"data {spec}: {len(recs)} images, {classes} classes, {len(source.skipped)} skipped")
+        report.append({"spec": spec, "domain": domain, "images": len(recs), "classes": classes,
+                       "skipped": len(source.skipped), "skipped_examples": source.skipped[:20]})
+    return records, report
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise GuieError("--device cuda asked for, but no CUDA device is available; use --device cpu or auto")
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else name if name != "auto" else "cpu")
+
+
+def embed(projection: Projection, table: FeatureTable, index: np.ndarray, device: torch.device,
+          batch: int = 8192) -> np.ndarray:
+    """Embeddings of clean features at record positions ``index``."""
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(index), batch):
+            x = torch.from_numpy(table.get(index[start:start + batch])).to(device)
+            out.append(projection(x).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, projection.dim), np.float32)
+
+
+def feature_stats(table: FeatureTable, index: np.ndarray, seed: int, sample: int = 100_000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and std of the clean training features (from a seeded sample when large)."""
+    if len(index) > sample:
+        index = np.sort(np.random.default_rng(seed).choice(index, sample, replace=False))
+    x = table.get(index).astype(np.float64)
+    return torch.from_numpy(x.mean(0)).float(), torch.from_numpy(x.std(0)).float()
+
+
+def random_projection_baseline(table: FeatureTable, query: np.ndarray, index: np.ndarray, labels: list[str],
+                               dim: int, seed: int, mean: torch.Tensor, std: torch.Tensor) -> float:
+    """mP@5 of a random Gaussian projection of the same standardised features: the floor a trained head must beat."""
+    matrix = np.random.default_rng(seed).standard_normal((table.dim, dim)).astype(np.float32)
+
+    def project(idx: np.ndarray) -> np.ndarray:
+        y = ((table.get(idx) - mean.numpy()) / (std.numpy() + 1e-6)) @ matrix
+        return y / (np.linalg.norm(y, axis=1, keepdims=True) + 1e-12)
+
+    res = evaluate_retrieval(project(index), [labels[i] for i in index], project(query), [labels[i] for i in query])
+    return res["mP@5"]
+
+
+def run_training(cfg: TrainConfig, resume: bool = False, overwrite: bool = False,
+                 log: Callable[[str], None] = print,
+                 backbone_loader: Callable[[BackboneSpec, torch.device], Backbone] = load_backbone) -> RunResult:
+    """Run guie-train end to end; see the module docstring for the stages."""
+    started = time.perf_counter()
+    run_dir = prepare_run_dir(cfg.out, resume, overwrite)
+    spec = BackboneSpec(cfg.backbone, cfg.pretrained).validate()
+    device = resolve_device(cfg.device)
+    resolved = {**cfg.to_dict(), "guie_version": __version__, "git_commit": git_commit(),
+                "backbone_fingerprint": spec.fingerprint()}
+    if not resume:
+        write_json(run_dir / CONFIG_FILENAME, resolved)
+
+    records, source_report = load_records(cfg.data, log)
+    records, sampled = sample_classes(records, cfg.classes, cfg.min_per_class, cfg.max_per_class, cfg.seed)
+    log(f"classes: kept {sampled.classes_kept} of {sampled.classes_eligible} with >= {cfg.min_per_class} images "
+        f"({sampled.images_kept} images)")
+
+    loaded: list[Backbone] = []
+
+    def get_backbone() -> Backbone:
+        if not loaded:
+            log(f"loading backbone {spec.name} ({spec.pretrained}) on {device}")
+            loaded.append(backbone_loader(spec, device))
+        return loaded[0]
+
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else cache_root() / "features"
+    feats = ensure_features([r.path for r in records], spec, cfg.aug_views, cache_dir, get_backbone,
+                            batch_size=cfg.extract_batch_size, num_workers=cfg.workers, device=device, log=log)
+    bad_frac = len(feats.bad) / max(1, len(records))
+    data_report = {"sources": source_report, "sampling": vars(sampled), "bad_images": len(feats.bad),
+                   "bad_image_list": [{"path": records[i].path, "reason": why} for i, why in sorted(feats.bad.items())]}
+    write_json(run_dir / "data.json", data_report)
+    if bad_frac > cfg.max_bad_frac:
+        raise GuieError(f"{len(feats.bad)} of {len(records)} images ({bad_frac:.1%}) cannot be read, more than "
+                        f"--max-bad-frac {cfg.max_bad_frac}; see {run_dir / 'data.json'}, fix the files or raise the limit")
+    if feats.bad:
+        log(f"skipped {len(feats.bad)} unreadable images (listed in {run_dir / 'data.json'})")
+
+    good = np.array([i for i in range(len(records)) if i not in feats.bad], dtype=np.int64)
+    good_records = [records[i] for i in good]
+    if cfg.eval == "holdout":
+        tr, ho = holdout_split(good_records, cfg.holdout_frac, cfg.seed)
+        train_index, holdout_index = good[tr], good[ho]
+    else:
+        train_index, holdout_index = good, np.zeros(0, dtype=np.int64)
+    classes = sorted({records[i].class_key for i in train_index})
+    class_id = {c: i for i, c in enumerate(classes)}
+    labels = np.full(len(records), -1, dtype=np.int64)
+    for i in train_index:
+        labels[i] = class_id[records[i].class_key]
+    log(f"training on {len(train_index)} images of {len(classes)} classes"
+        + (f", holding out {len(holdout_index)}" if len(holdout_index) else ""))
+
+    torch.manual_seed(cfg.seed)
+    projection = Projection(feats.feature_dim, cfg.dim, cfg.batchnorm, cfg.dropout)
+    stats = feature_stats(feats.views[0], train_index, cfg.seed)
+    projection.set_feature_stats(*stats)
+    head = build_head(cfg.head, cfg.dim, len(classes), cfg.scale, cfg.margin, cfg.subcenters)
+    tracker = start_tracking(cfg.wandb, run_dir, resolved, cfg.wandb_project)
+    try:
+        settings = LoopSettings(cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.warmup, cfg.seed)
+        history = train_head(feats.views, train_index, labels, projection, head, settings, run_dir, device,
+                             tracker, load_checkpoint(run_dir) if resume else None, log=log)
+        save_model_file(run_dir / MODEL_FILENAME, backbone=spec, preprocess_cfg=feats.preprocess_cfg,
+                        projection=projection.cpu(), head=head.cpu(), head_kind=cfg.head, classes=classes,
+                        config=resolved, version=__version__)
+        write_json(run_dir / "classes.json", classes)
+        results: dict[str, Any] = {}
+        if len(holdout_index):
+            class_keys = [r.class_key for r in records]
+            projection.to(device)
+            holdout = evaluate_retrieval(
+                embed(projection, feats.views[0], train_index, device), [class_keys[i] for i in train_index],
+                embed(projection, feats.views[0], holdout_index, device), [class_keys[i] for i in holdout_index])
+            holdout["random_projection_mP@5"] = random_projection_baseline(
+                feats.views[0], holdout_index, train_index, class_keys, cfg.dim, cfg.seed, *stats)
+            projection.cpu()
+            results["holdout"] = holdout
+            log(f"mP@5 {holdout['mP@5']:.4f}  (P@1 {holdout['P@1']:.4f}, mAP@5 {holdout['mAP@5']:.4f}; "
+                f"random 64-D projection {holdout['random_projection_mP@5']:.4f}; "
+                f"{holdout['queries']} held-out queries against {holdout['index']} training images)")
+            tracker.summary({f"holdout/{k}": v for k, v in holdout.items()})
+        results["seconds"] = round(time.perf_counter() - started, 2)
+        write_json(run_dir / "eval.json", results)
+    finally:
+        tracker.finish()
+    log(f"run folder: {run_dir}")
+    return RunResult(run_dir, history, results, feats.computed)

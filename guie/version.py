@@ -1,0 +1,2 @@
+"""The guie package version."""
+__version__ = "0.1.0"

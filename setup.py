@@ -1,0 +1,52 @@
+"""Package metadata, dependencies and console scripts for guie."""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+version = {}
+exec(Path("guie/version.py").read_text(), version)
+
+setup(
+    name="guie",
+    version=version["__version__"],
+    description="Competition-ready universal image embedders: frozen CLIP + 64-D margin head, "
+    "retrieval eval, TorchScript export and Kaggle packaging.",
+    long_description=Path("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["guie", "guie.*"]),
+    package_data={"guie.model": ["model_configs/*.json"]},
+    install_requires=[
+        # Pinned to the build that ships with this project's machines; see README
+        # "Other torch versions" to relax it on yours.
+        "torch==2.14.1",
+        "torchvision==0.29.1",
+        "open_clip_torch>=2.24",
+        "faiss-cpu>=1.7.4",
+        "numpy>=1.24",
+        "pillow>=9.0",
+        "click>=8.1",
+        "tqdm>=4.60",
+        "wandb>=0.16",
+        "scikit-learn>=1.2",
+        "matplotlib>=3.6",
+        "safetensors>=0.4",
+        "nbformat>=5.9",
+        "nbclient>=0.9",
+        "ipykernel>=6.0",
+        "kaggle>=1.6",
+        # the kaggle client imports six without declaring it
+        "six>=1.16",
+    ],
+    extras_require={
+        "dev": ["pytest>=7.4", "hypothesis>=6.80", "ruff>=0.4"],
+    },
+    entry_points={
+        "console_scripts": [
+            "guie=guie.cli:main",
+            "guie-train=guie.cli:train_main",
+            "guie-demo=guie.cli:demo_main",
+        ],
+    },
+)
