@@ -47,6 +47,11 @@ setup(
             "guie=guie.cli:main",
             "guie-train=guie.cli:train_main",
             "guie-demo=guie.cli:demo_main",
+            "guie-data=guie.cli:data_main",
+            "guie-eval=guie.cli:eval_main",
+            "guie-export=guie.cli:export_main",
+            "guie-package=guie.cli:package_main",
+            "guie-smoke=guie.cli:smoke_main",
         ],
     },
 )

@@ -1,0 +1,60 @@
+"""Shared test fixtures: an isolated cache, tiny real image sets, a trained tiny run, and a CLI runner."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Every test (and every subprocess it starts) uses a private cache and never reaches W&B servers.
+_CACHE = tempfile.mkdtemp(prefix="guie-test-cache-")
+os.environ["GUIE_CACHE"] = _CACHE
+os.environ["WANDB_MODE"] = "offline"
+os.environ["WANDB_SILENT"] = "true"
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+for secret in ("KAGGLE_KEY", "KAGGLE_USERNAME", "KAGGLE_API_TOKEN", "WANDB_API_KEY"):
+    os.environ.pop(secret, None)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_train_config(data: list[str], out: Path, **overrides):
+    """A fast guie-tiny training config that learns on the digits."""
+    from guie.config import TrainConfig
+
+    values = dict(data=data, out=str(out), backbone="guie-tiny", pretrained="none", epochs=8,
+                  batch_size=64, lr=1e-2, scale=16.0, margin=0.2, eval="holdout", workers=0)
+    values.update(overrides)
+    return TrainConfig(**values).validate()
+
+
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory) -> Path:
+    """400 real handwritten digits (40 per class) as an imagefolder of 32x32 PNGs."""
+    from guie.data.demo import write_digits
+
+    return write_digits(tmp_path_factory.mktemp("data") / "digits", per_class=40)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, digits_dir) -> Path:
+    """A finished guie-tiny run folder (model.pt, config.json, eval.json, ...) trained on ``digits_dir``."""
+    from guie.train.run import run_training
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    run_training(tiny_train_config([f"imagefolder:{digits_dir}"], out), log=lambda _: None)
+    return out
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run ``python -m guie.cli ARGS`` as a user would, capturing text output."""
+    return subprocess.run([sys.executable, "-m", "guie.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, cwd=cwd, timeout=timeout)
+
+
+@pytest.fixture
+def cli():
+    return run_cli
