@@ -26,7 +26,7 @@ def tiny_train_config(data: list[str], out: Path, **overrides):
     from guie.config import TrainConfig
 
     values = dict(data=data, out=str(out), backbone="guie-tiny", pretrained="none", epochs=8,
-                  batch_size=64, lr=1e-2, scale=16.0, margin=0.2, eval="holdout", workers=0)
+                  batch_size=32, lr=1e-2, scale=16.0, margin=0.2, eval="holdout", workers=0)
     values.update(overrides)
     return TrainConfig(**values).validate()
 

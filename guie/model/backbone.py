@@ -113,15 +113,17 @@ def load_backbone(spec: BackboneSpec, device: str | torch.device = "cpu") -> Bac
         model = _create(spec.name, spec.seed)
         try:
             open_clip.load_checkpoint(model, spec.pretrained)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0][:200]
-            raise GuieError(
-                f"weights file {spec.pretrained!r} does not fit backbone {spec.name} ({first}); "
-                "pass the weights made for that architecture or the matching --backbone"
-            ) from None
-        except Exception as exc:  # noqa: BLE001 - unreadable/corrupt files arrive as many types
-            raise GuieError(f"could not read weights file {spec.pretrained!r} ({type(exc).__name__}: "
-                            f"{str(exc)[:160]}); pass a .bin/.pt/.safetensors state dict") from None
+        except Exception as exc:  # noqa: BLE001 - open_clip and torch report misfits and corrupt files many ways
+            text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            misfit = isinstance(exc, AssertionError | KeyError) or any(
+                s in str(exc) for s in ("state_dict", "size mismatch", "Missing key", "Unexpected key"))
+            if misfit:
+                raise GuieError(
+                    f"weights file {spec.pretrained!r} does not fit backbone {spec.name} ({text}); "
+                    "pass the weights made for that architecture or the matching --backbone"
+                ) from None
+            raise GuieError(f"could not read weights file {spec.pretrained!r} ({type(exc).__name__}: {text}); "
+                            "pass a .bin/.pt/.safetensors state dict") from None
     elif spec.pretrained == "none":
         model = _create(spec.name, spec.seed)
     else:

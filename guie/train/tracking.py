@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ class WandbTracker(Tracker):
         import wandb  # imported only when asked for: it is slow to import
 
         id_file = run_dir / "wandb_id.txt"
-        run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
+        run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:8]
         id_file.write_text(run_id)
         settings = wandb.Settings(
             console="off", silent=True, x_disable_stats=True,
