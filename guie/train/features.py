@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from guie.data.images import ImageDataset
 from guie.fileio import atomic_path, write_json
 from guie.model.backbone import Backbone, BackboneSpec, augment_transform, eval_transform
+from guie.train.distributed import DistContext
 
 CACHE_FORMAT = "guie-features/1"
 AUGMENT_NAME = "rrc0.5-hflip"
@@ -140,6 +141,10 @@ class FeatureCache:
     def bad(self) -> dict[str, str]:
         return self._index["bad"]
 
+    def reload(self) -> None:
+        """Re-read index.json (after other processes added shards)."""
+        self._load_index()
+
     def missing(self, keys: Sequence[str]) -> list[int]:
         """Positions of keys with neither features nor a bad-image record."""
         return [i for i, k in enumerate(keys) if k not in self._locations and k not in self.bad]
@@ -181,7 +186,7 @@ class FeatureCache:
 
 def extract_into(cache: FeatureCache, paths: Sequence[str], keys: Sequence[str], backbone: Backbone,
                  view: int, batch_size: int, num_workers: int, device: torch.device,
-                 shard_size: int = 4096, desc: str = "features") -> int:
+                 shard_size: int = 4096, desc: str = "features", progress: bool = True) -> int:
     """Run the frozen backbone over ``paths`` and add the features to ``cache``; returns the bad count."""
     transform = eval_transform(backbone.preprocess_cfg) if view == 0 else augment_transform(backbone.preprocess_cfg)
     dataset = ImageDataset(paths, transform, backbone.image_size, view=view, keys=keys)
@@ -202,7 +207,7 @@ def extract_into(cache: FeatureCache, paths: Sequence[str], keys: Sequence[str],
             cache.add_shard(list(pending_keys), feats, dict(pending_bad), meta)
             pending_keys.clear(), pending.clear(), pending_bad.clear()
 
-    with tqdm(total=len(dataset), desc=desc, unit="img", dynamic_ncols=True) as bar, torch.inference_mode():
+    with tqdm(total=len(dataset), desc=desc, unit="img", dynamic_ncols=True, disable=not progress) as bar, torch.inference_mode():
         for pixels, pos, ok in loader:
             ok = ok.bool()
             for i in pos[~ok].tolist():
@@ -235,11 +240,14 @@ class CachedFeatures:
 def ensure_features(paths: Sequence[str], spec: BackboneSpec, num_views: int, cache_root: str | Path,
                     get_backbone: Callable[[], Backbone], batch_size: int = 64, num_workers: int | None = None,
                     device: torch.device | None = None, shard_size: int = 4096,
-                    log: Callable[[str], None] = print) -> CachedFeatures:
+                    log: Callable[[str], None] = print, dist: DistContext | None = None) -> CachedFeatures:
     """Features for ``paths`` under view 0 and ``num_views`` augmented views, computing only what is missing.
 
-    ``get_backbone`` is called only when some image is missing from the cache.
+    ``get_backbone`` is called only when some image is missing from the cache. Under torchrun
+    each rank extracts every world-th missing image into shards of its own; all ranks agree on
+    what is missing before any of them writes.
     """
+    dist = dist or DistContext()
     device = device or torch.device("cpu")
     workers = default_workers() if num_workers is None else num_workers
     keys = [image_key(p) for p in paths]
@@ -248,16 +256,21 @@ def ensure_features(paths: Sequence[str], spec: BackboneSpec, num_views: int, ca
     caches = [FeatureCache.open(cache_root, spec, v) for v in range(num_views + 1)]
     for view, cache in enumerate(caches):
         todo = cache.missing(keys)
+        dist.barrier()  # every rank has read the same index before any rank adds to it
         label = "clean view" if view == 0 else f"augmented view {view}"
         if not todo:
             log(f"using cached features for {len(keys)} images ({label}; cache {cache.dir})")
         else:
             if len(todo) < len(keys):
                 log(f"using cached features for {len(keys) - len(todo)} images, computing {len(todo)} ({label})")
+            mine = todo[dist.rank::dist.world]
             backbone = get_backbone()
-            extract_into(cache, [paths[i] for i in todo], [keys[i] for i in todo], backbone, view,
-                         batch_size, workers, device, shard_size, desc=f"features ({label})")
+            extract_into(cache, [paths[i] for i in mine], [keys[i] for i in mine], backbone, view,
+                         batch_size, workers, device, shard_size, desc=f"features ({label})",
+                         progress=dist.is_main)
             computed += len(todo)
+            dist.barrier()
+            cache.reload()  # pick up the other ranks' shards
         tables.append(cache.table(keys))
     meta = caches[0].meta
     bad = {i: caches[0].bad[k] for i, k in enumerate(keys) if k in caches[0].bad}

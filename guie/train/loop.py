@@ -17,6 +17,7 @@ from guie.fileio import write_text
 from guie.model.heads import MarginHead
 from guie.model.projection import Projection
 from guie.train.checkpoint import save_checkpoint
+from guie.train.distributed import DistContext
 from guie.train.features import FeatureTable
 from guie.train.tracking import Tracker
 
@@ -43,6 +44,18 @@ def cosine_with_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], f
     return factor
 
 
+class HeadModel(torch.nn.Module):
+    """Projection + margin head as one module, so DistributedDataParallel can wrap them together."""
+
+    def __init__(self, projection: Projection, head: MarginHead):
+        super().__init__()
+        self.projection, self.head = projection, head
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        embeddings = self.projection(features)
+        return embeddings, self.head(embeddings, labels)
+
+
 def gather(views: list[FeatureTable], index: np.ndarray, view_choice: np.ndarray) -> np.ndarray:
     """Feature rows of ``index``, each from the view chosen for it."""
     out = np.empty((len(index), views[0].dim), dtype=np.float32)
@@ -55,14 +68,23 @@ def gather(views: list[FeatureTable], index: np.ndarray, view_choice: np.ndarray
 def train_head(views: list[FeatureTable], train_index: np.ndarray, labels: np.ndarray,
                projection: Projection, head: MarginHead, settings: LoopSettings, run_dir: Path,
                device: torch.device, tracker: Tracker, resume_state: dict[str, Any] | None = None,
-               extra_state: dict[str, Any] | None = None, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+               extra_state: dict[str, Any] | None = None, log: Callable[[str], None] = print,
+               dist: DistContext | None = None) -> list[dict[str, Any]]:
     """Train projection + head with AdamW and a cosine schedule; checkpoint and log every epoch.
 
     Each epoch's shuffle, view choice and dropout draw from seeds derived from (seed, epoch),
     so a run resumed from its checkpoint ends with the same weights as an uninterrupted one.
+    Under torchrun every rank walks the same global batches and takes every world-th row of
+    each; DistributedDataParallel averages the gradients, so the update is the single-process
+    one up to float rounding (BatchNorm statistics stay per rank). Rank 0 writes the files.
     """
+    dist = dist or DistContext()
     projection.to(device)
     head.to(device)
+    model: torch.nn.Module = HeadModel(projection, head)
+    if dist.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
     params = list(projection.parameters()) + list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     steps_per_epoch = math.ceil(len(train_index) / settings.batch_size)
@@ -90,14 +112,16 @@ def train_head(views: list[FeatureTable], train_index: np.ndarray, labels: np.nd
         view_choice = rng.integers(0, len(views), size=len(order))
         torch.manual_seed(settings.seed * 100_003 + epoch)
         loss_sum, correct, seen = 0.0, 0, 0
+        min_rows = dist.world * (2 if projection.use_batchnorm else 1)  # BatchNorm needs 2 rows per rank
         for start in range(0, len(order), settings.batch_size):
             idx = order[start:start + settings.batch_size]
-            if len(idx) < 2 and projection.use_batchnorm:
-                continue  # BatchNorm cannot train on a single row
-            x = torch.from_numpy(gather(views, idx, view_choice[start:start + len(idx)])).to(device)
+            if len(idx) < min_rows:
+                continue  # the same decision on every rank, so no rank waits on a missing gradient
+            chosen = view_choice[start:start + len(idx)]
+            idx, chosen = idx[dist.rank::dist.world], chosen[dist.rank::dist.world]
+            x = torch.from_numpy(gather(views, idx, chosen)).to(device)
             y = labels_t[idx].to(device)
-            embeddings = projection(x)
-            logits = head(embeddings, y)
+            embeddings, logits = model(x, y)
             loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -107,11 +131,14 @@ def train_head(views: list[FeatureTable], train_index: np.ndarray, labels: np.nd
             with torch.no_grad():
                 correct += int((head.cosine(embeddings).argmax(1) == y).sum())
             seen += len(idx)
+        loss_sum, correct, seen = dist.sum([loss_sum, float(correct), float(seen)])
         seconds = time.perf_counter() - t0
         row = {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
                "lr": scheduler.get_last_lr()[0], "seconds": round(seconds, 4),
                "samples_per_s": round(seen / max(seconds, 1e-9), 1)}
         history.append(row)
+        if not dist.is_main:
+            continue
         log(f"epoch {row['epoch']}/{settings.epochs}  loss {row['loss']:.4f}  acc {row['train_acc']:.3f}  "
             f"lr {row['lr']:.2e}  {row['samples_per_s']:.0f} samples/s")
         save_checkpoint(run_dir, {
@@ -121,6 +148,7 @@ def train_head(views: list[FeatureTable], train_index: np.ndarray, labels: np.nd
         })
         write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
         tracker.log(row, step=epoch + 1)
+    dist.barrier()
     projection.eval()
     head.eval()
     return history

@@ -25,6 +25,7 @@ from guie.model.model_file import MODEL_FILENAME, save_model_file
 from guie.model.projection import Projection
 from guie.paths import cache_root
 from guie.train.checkpoint import load_checkpoint
+from guie.train.distributed import init_distributed, shutdown
 from guie.train.features import FeatureTable, ensure_features
 from guie.train.loop import LoopSettings, train_head
 from guie.train.tracking import start_tracking
@@ -135,15 +136,30 @@ def random_projection_baseline(table: FeatureTable, query: np.ndarray, index: np
 def run_training(cfg: TrainConfig, resume: bool = False, overwrite: bool = False,
                  log: Callable[[str], None] = print,
                  backbone_loader: Callable[[BackboneSpec, torch.device], Backbone] = load_backbone) -> RunResult:
-    """Run guie-train end to end; see the module docstring for the stages."""
+    """Run guie-train end to end; see the module docstring for the stages.
+
+    Under torchrun every rank calls this; rank 0 alone prepares and writes the run folder.
+    """
+    dist = init_distributed()
+    try:
+        return _run(cfg, resume, overwrite, log if dist.is_main else (lambda _: None), backbone_loader, dist)
+    finally:
+        shutdown(dist)
+
+
+def _run(cfg: TrainConfig, resume: bool, overwrite: bool, log: Callable[[str], None],
+         backbone_loader: Callable[[BackboneSpec, torch.device], Backbone], dist) -> RunResult:
     started = time.perf_counter()
-    run_dir = prepare_run_dir(cfg.out, resume, overwrite)
     spec = BackboneSpec(cfg.backbone, cfg.pretrained).validate()
-    device = resolve_device(cfg.device)
+    device = dist.device(resolve_device(cfg.device))
     resolved = {**cfg.to_dict(), "guie_version": __version__, "git_commit": git_commit(),
-                "backbone_fingerprint": spec.fingerprint()}
-    if not resume:
-        write_json(run_dir / CONFIG_FILENAME, resolved)
+                "backbone_fingerprint": spec.fingerprint(), "world_size": dist.world}
+    run_dir = Path(cfg.out)
+    if dist.is_main:
+        run_dir = prepare_run_dir(cfg.out, resume, overwrite)
+        if not resume:
+            write_json(run_dir / CONFIG_FILENAME, resolved)
+    dist.barrier()
 
     records, source_report = load_records(cfg.data, log)
     records, sampled = sample_classes(records, cfg.classes, cfg.min_per_class, cfg.max_per_class, cfg.seed)
@@ -160,11 +176,13 @@ def run_training(cfg: TrainConfig, resume: bool = False, overwrite: bool = False
 
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else cache_root() / "features"
     feats = ensure_features([r.path for r in records], spec, cfg.aug_views, cache_dir, get_backbone,
-                            batch_size=cfg.extract_batch_size, num_workers=cfg.workers, device=device, log=log)
+                            batch_size=cfg.extract_batch_size, num_workers=cfg.workers, device=device, log=log,
+                            dist=dist)
     bad_frac = len(feats.bad) / max(1, len(records))
     data_report = {"sources": source_report, "sampling": vars(sampled), "bad_images": len(feats.bad),
                    "bad_image_list": [{"path": records[i].path, "reason": why} for i, why in sorted(feats.bad.items())]}
-    write_json(run_dir / "data.json", data_report)
+    if dist.is_main:
+        write_json(run_dir / "data.json", data_report)
     if bad_frac > cfg.max_bad_frac:
         raise GuieError(f"{len(feats.bad)} of {len(records)} images ({bad_frac:.1%}) cannot be read, more than "
                         f"--max-bad-frac {cfg.max_bad_frac}; see {run_dir / 'data.json'}, fix the files or raise the limit")
@@ -191,11 +209,13 @@ def run_training(cfg: TrainConfig, resume: bool = False, overwrite: bool = False
     stats = feature_stats(feats.views[0], train_index, cfg.seed)
     projection.set_feature_stats(*stats)
     head = build_head(cfg.head, cfg.dim, len(classes), cfg.scale, cfg.margin, cfg.subcenters)
-    tracker = start_tracking(cfg.wandb, run_dir, resolved, cfg.wandb_project)
+    tracker = start_tracking(cfg.wandb if dist.is_main else "off", run_dir, resolved, cfg.wandb_project)
     try:
         settings = LoopSettings(cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.warmup, cfg.seed)
         history = train_head(feats.views, train_index, labels, projection, head, settings, run_dir, device,
-                             tracker, load_checkpoint(run_dir) if resume else None, log=log)
+                             tracker, load_checkpoint(run_dir) if resume else None, log=log, dist=dist)
+        if not dist.is_main:
+            return RunResult(run_dir, history, {}, feats.computed)
         save_model_file(run_dir / MODEL_FILENAME, backbone=spec, preprocess_cfg=feats.preprocess_cfg,
                         projection=projection.cpu(), head=head.cpu(), head_kind=cfg.head, classes=classes,
                         config=resolved, version=__version__)
