@@ -49,10 +49,12 @@ class TrainConfig:
     warmup: float = opt(0.05, "share of steps spent in linear warm-up before the cosine decay")
     seed: int = opt(0, "seed for sampling, splits, views and training")
     aug_views: int = opt(0, "also cache this many augmented views per image (random resized crop, flip)")
-    eval: str = opt("none", "holdout: report mP@5 on a held-out split of the same data", choices=EVAL_CHOICES)
+    eval: str = opt("none", "after training: holdout (mP@5 on a held-out split of the training data) and/or "
+                            "guie-eval task specs PREFIX:PATH, comma-separated (e.g. holdout,sop:/data/SOP)")
     holdout_frac: float = opt(0.2, "share of each class's images held out for --eval holdout")
     cache_dir: str | None = opt(None, "feature cache folder (default $GUIE_CACHE/features or ~/.cache/guie/features)")
     extract_batch_size: int = opt(64, "images per backbone forward during feature extraction")
+    shard_size: int = opt(4096, "images per feature-cache shard (a killed extraction resumes at the last shard)")
     workers: int | None = opt(None, "DataLoader workers for image decoding (default: cores - 1, at most 8)")
     device: str = opt("auto", "auto: CUDA when present (with autocast), else CPU", choices=DEVICE_CHOICES)
     max_bad_frac: float = opt(0.01, "fail when more than this share of images cannot be read")
@@ -82,9 +84,10 @@ class TrainConfig:
             (self.weight_decay >= 0, "--weight-decay must be non-negative"),
             (0 <= self.warmup < 1, "--warmup must be in [0, 1)"),
             (self.aug_views >= 0, "--aug-views must be non-negative"),
-            (self.eval in EVAL_CHOICES, f"--eval must be one of {', '.join(EVAL_CHOICES)}"),
+            (bool(eval_parts(self.eval)), "--eval must be none, holdout, or task specs PREFIX:PATH, comma-separated"),
             (0 < self.holdout_frac < 1, "--holdout-frac must be between 0 and 1"),
             (self.extract_batch_size >= 1, "--extract-batch-size must be at least 1"),
+            (self.shard_size >= 1, "--shard-size must be at least 1"),
             (self.workers is None or self.workers >= 0, "--workers must be non-negative"),
             (self.device in DEVICE_CHOICES, f"--device must be one of {', '.join(DEVICE_CHOICES)}"),
             (0 <= self.max_bad_frac <= 1, "--max-bad-frac must be in [0, 1]"),
@@ -97,6 +100,35 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def eval_holdout(self) -> bool:
+        """--eval asks for the held-out split of the training data."""
+        return "holdout" in eval_parts(self.eval)
+
+    @property
+    def eval_tasks(self) -> list[str]:
+        """--eval task specs, run through guie-eval on the finished model."""
+        return [part for part in eval_parts(self.eval) if part not in EVAL_CHOICES]
+
+
+def eval_parts(value: str) -> list[str]:
+    """The comma-separated parts of --eval, each 'none', 'holdout' or a known PREFIX:PATH spec."""
+    import guie.data  # noqa: F401 - registers the source prefixes split_spec checks against
+    from guie.data.records import split_spec
+
+    parts = [p.strip() for p in (value or "").split(",") if p.strip()]
+    if not parts:
+        raise GuieError("--eval is empty; pass none, holdout, or task specs PREFIX:PATH (comma-separated)")
+    if "none" in parts and len(parts) > 1:
+        raise GuieError(f"--eval {value!r} combines none with other evaluations; pass one or the other")
+    for part in parts:
+        if part not in EVAL_CHOICES and ":" not in part:
+            raise GuieError(f"--eval {part!r} is neither none, holdout nor a task spec PREFIX:PATH"
+                            f"{did_you_mean(part, EVAL_CHOICES)}")
+        if part not in EVAL_CHOICES:
+            split_spec(part)
+    return parts
 
 
 def config_fields() -> dict[str, Any]:
@@ -152,6 +184,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     # Relative paths in a config file are relative to the file, so configs can travel with their data.
     if "data" in out:
         out["data"] = [_resolve_spec(spec, path.parent) for spec in out["data"]]
+    if out.get("eval"):
+        out["eval"] = ",".join(_resolve_spec(part.strip(), path.parent) for part in out["eval"].split(","))
     return out
 
 

@@ -29,11 +29,13 @@ def test_csv_manifest_resolves_relative_paths_and_domains(tmp_path):
     png(tmp_path / "imgs" / "a.png")
     png(tmp_path / "imgs" / "b.png")
     manifest = tmp_path / "list.csv"
-    manifest.write_text(f"path,label,domain\nimgs/a.png,1,shoes\n{tmp_path / 'imgs' / 'b.png'},2,\nimgs/missing.png,3,x\n,4,x\n")
+    manifest.write_text(f"path,label,domain\nimgs/a.png,1,shoes\n{tmp_path / 'imgs' / 'b.png'},2,\nimgs/missing.png,3,x\n,4,x\n../outside.png,5,x\n")
+    png(tmp_path.parent / "outside.png")
     data = load_source(f"csv:{manifest}")
     assert [(r.path, r.label, r.domain) for r in data.records] == [
         (str(tmp_path / "imgs" / "a.png"), "1", "shoes"), (str(tmp_path / "imgs" / "b.png"), "2", "list")]
-    assert [why for _, why in data.skipped] == ["image not found: imgs/missing.png", "empty path or label"]
+    assert [why for _, why in data.skipped] == ["image not found: imgs/missing.png", "empty path or label",
+                                                "relative path leaves the CSV's folder: ../outside.png"]
 
 
 def test_csv_missing_columns_is_one_clear_error(tmp_path):

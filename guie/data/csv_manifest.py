@@ -1,4 +1,8 @@
-"""Adapter for ``csv:FILE``: columns path,label[,domain][,split]; relative paths resolve against the CSV's folder."""
+"""Adapter for ``csv:FILE``: columns path,label[,domain][,split].
+
+Relative paths resolve against the CSV's folder and may not leave it (such rows are
+skipped); absolute paths are taken as written.
+"""
 from __future__ import annotations
 
 import csv
@@ -38,7 +42,11 @@ def load_csv_manifest(file: str, spec: str) -> SourceData:
                     skipped.append((where, "empty path or label"))
                     continue
                 path = Path(rel)
-                path = (path if path.is_absolute() else base / path).resolve()
+                if not path.is_absolute():
+                    path = (base / path).resolve()
+                    if not path.is_relative_to(base):
+                        skipped.append((where, f"relative path leaves the CSV's folder: {rel}"))
+                        continue
                 if not path.is_file():
                     skipped.append((where, f"image not found: {rel}"))
                     continue

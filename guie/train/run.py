@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,12 +88,32 @@ def load_records(specs: list[str], log: Callable[[str], None]) -> tuple[list[Rec
         used.add(domain)
         recs = [Record(r.path, r.label, domain if r.domain == source.domain else r.domain, r.split)
                 for r in source.records]
+        # Only the training split trains: test, query and gallery images are kept for guie-eval.
+        not_train = Counter(r.split for r in recs if r.split != "train")
+        recs = [r for r in recs if r.split == "train"]
+        if not recs:
+            raise GuieError(f"data source {spec!r} has no training split (only {', '.join(sorted(not_train))}); "
+                            "evaluate on it with --eval or guie-eval --task instead")
         records.extend(recs)
         classes = len({r.class_key for r in recs})
-        log(f"data {spec}: {len(recs)} images, {classes} classes, {len(source.skipped)} skipped")
+        log(f"data {spec}: {len(recs)} images, {classes} classes, {len(source.skipped)} skipped"
+            + (f" ({', '.join(f'{n} {s}' for s, n in sorted(not_train.items()))} images not used for training)"
+               if not_train else ""))
         report.append({"spec": spec, "domain": domain, "images": len(recs), "classes": classes,
                        "skipped": len(source.skipped), "skipped_examples": source.skipped[:20]})
     return records, report
+
+
+def evaluate_tasks(model: Path, cfg: TrainConfig, device: str, log: Callable[[str], None]) -> dict[str, Any]:
+    """guie-eval on the finished model for the --eval task specs; logs the mean mP@5."""
+    from guie.eval.evaluate import EvalSettings, evaluate
+
+    report = evaluate([model], cfg.eval_tasks, EvalSettings(seed=cfg.seed, batch_size=cfg.extract_batch_size,
+                                                            workers=cfg.workers, device=device), log=log)
+    mean = report["mean"][0]
+    log(f"mP@5 {mean['mP@5']:.4f} mean over {mean['tasks']} eval tasks ("
+        + ", ".join(f"{r['task']} {r['mP@5']:.4f}" for r in report["results"]) + ")")
+    return report
 
 
 def resolve_device(name: str) -> torch.device:
@@ -177,6 +198,7 @@ def _run(cfg: TrainConfig, resume: bool, overwrite: bool, log: Callable[[str], N
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else cache_root() / "features"
     feats = ensure_features([r.path for r in records], spec, cfg.aug_views, cache_dir, get_backbone,
                             batch_size=cfg.extract_batch_size, num_workers=cfg.workers, device=device, log=log,
+                            shard_size=cfg.shard_size,
                             dist=dist)
     bad_frac = len(feats.bad) / max(1, len(records))
     data_report = {"sources": source_report, "sampling": vars(sampled), "bad_images": len(feats.bad),
@@ -191,7 +213,7 @@ def _run(cfg: TrainConfig, resume: bool, overwrite: bool, log: Callable[[str], N
 
     good = np.array([i for i in range(len(records)) if i not in feats.bad], dtype=np.int64)
     good_records = [records[i] for i in good]
-    if cfg.eval == "holdout":
+    if cfg.eval_holdout:
         tr, ho = holdout_split(good_records, cfg.holdout_frac, cfg.seed)
         train_index, holdout_index = good[tr], good[ho]
     else:
@@ -235,6 +257,10 @@ def _run(cfg: TrainConfig, resume: bool, overwrite: bool, log: Callable[[str], N
                 f"random 64-D projection {holdout['random_projection_mP@5']:.4f}; "
                 f"{holdout['queries']} held-out queries against {holdout['index']} training images)")
             tracker.summary({f"holdout/{k}": v for k, v in holdout.items()})
+        if cfg.eval_tasks:
+            loaded.clear()  # the training backbone is no longer needed; the eval loads the model whole
+            results["tasks"] = evaluate_tasks(run_dir / MODEL_FILENAME, cfg, str(device), log)
+            tracker.summary({f"eval/{r['task']}/mP@5": r["mP@5"] for r in results["tasks"]["results"]})
         results["seconds"] = round(time.perf_counter() - started, 2)
         write_json(run_dir / "eval.json", results)
     finally:
