@@ -8,7 +8,7 @@ from typing import Any
 
 from guie.errors import GuieError, did_you_mean
 
-HEAD_CHOICES = ("arcface", "subcenter")
+HEAD_CHOICES = ("arcface", "subcenter", "cosface")
 EVAL_CHOICES = ("none", "holdout")
 WANDB_CHOICES = ("off", "offline", "online")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
@@ -38,7 +38,9 @@ class TrainConfig:
     dim: int = opt(64, "embedding size")
     head: str = opt("arcface", "margin head", choices=HEAD_CHOICES)
     scale: float = opt(30.0, "margin head logit scale s")
-    margin: float = opt(0.3, "angular margin m (radians)")
+    margin: float = opt(0.3, "margin m (radians for arcface/subcenter, cosine for cosface)")
+    margin_schedule: str | None = opt(None, "dynamic margin START:STEP:CAP per epoch, e.g. 0.1:0.1:0.8 "
+                                            "(2nd place GUIE 2022); overrides --margin")
     subcenters: int = opt(3, "sub-centres per class for --head subcenter")
     batchnorm: bool = opt(False, "BatchNorm after the projection")
     dropout: float = opt(0.0, "dropout on the features before the projection")
@@ -48,6 +50,8 @@ class TrainConfig:
     weight_decay: float = opt(1e-4, "AdamW weight decay")
     warmup: float = opt(0.05, "share of steps spent in linear warm-up before the cosine decay")
     seed: int = opt(0, "seed for sampling, splits, views and training")
+    ema: float | None = opt(None, "keep an exponential moving average of the head weights with this decay "
+                                  "(e.g. 0.999) and use it for eval and export")
     aug_views: int = opt(0, "also cache this many augmented views per image (random resized crop, flip)")
     eval: str = opt("none", "after training: holdout (mP@5 on a held-out split of the training data) and/or "
                             "guie-eval task specs PREFIX:PATH, comma-separated (e.g. holdout,sop:/data/SOP)")
@@ -84,6 +88,7 @@ class TrainConfig:
             (self.weight_decay >= 0, "--weight-decay must be non-negative"),
             (0 <= self.warmup < 1, "--warmup must be in [0, 1)"),
             (self.aug_views >= 0, "--aug-views must be non-negative"),
+            (self.ema is None or 0 < self.ema < 1, "--ema must be between 0 and 1, e.g. 0.999"),
             (bool(eval_parts(self.eval)), "--eval must be none, holdout, or task specs PREFIX:PATH, comma-separated"),
             (0 < self.holdout_frac < 1, "--holdout-frac must be between 0 and 1"),
             (self.extract_batch_size >= 1, "--extract-batch-size must be at least 1"),
@@ -96,6 +101,9 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise GuieError(message)
+        from guie.model.heads import parse_margin_schedule
+
+        parse_margin_schedule(self.margin_schedule)
         return self
 
     def to_dict(self) -> dict[str, Any]:

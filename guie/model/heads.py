@@ -66,13 +66,42 @@ class SubCenterArcFaceHead(ArcFaceHead):
         super().__init__(dim, num_classes, scale, margin, subcenters)
 
 
-HEADS: dict[str, type[MarginHead]] = {"arcface": ArcFaceHead, "subcenter": SubCenterArcFaceHead}
+class CosFaceHead(MarginHead):
+    """CosFace / additive margin (Wang et al. 2018): target logit cos(theta) - m (1st place GUIE 2022)."""
+
+    def apply_margin(self, cos_target: torch.Tensor) -> torch.Tensor:
+        return cos_target - self.margin
+
+
+HEADS: dict[str, type[MarginHead]] = {"arcface": ArcFaceHead, "subcenter": SubCenterArcFaceHead,
+                                      "cosface": CosFaceHead}
+
+
+def margin_at_epoch(schedule: tuple[float, float, float] | None, base: float, epoch: int) -> float:
+    """The dynamic margin of ``epoch`` (0-based): start + step * epoch, capped; ``base`` without a schedule."""
+    if schedule is None:
+        return base
+    start, step, cap = schedule
+    return min(cap, start + step * epoch)
+
+
+def parse_margin_schedule(text: str | None) -> tuple[float, float, float] | None:
+    """``"start:step:cap"`` -> floats (2nd place GUIE 2022 used 0.1:0.1:0.8)."""
+    if not text:
+        return None
+    try:
+        start, step, cap = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise GuieError(f"--margin-schedule {text!r} is not START:STEP:CAP, e.g. 0.1:0.1:0.8") from None
+    if not (0 <= start <= cap < 1.6 and step >= 0):
+        raise GuieError(f"--margin-schedule {text!r} needs 0 <= START <= CAP < 1.6 and STEP >= 0")
+    return start, step, cap
 
 
 def build_head(kind: str, dim: int, num_classes: int, scale: float, margin: float, subcenters: int) -> MarginHead:
     """The margin head registered under ``kind``."""
     if kind not in HEADS:
         raise GuieError(f"unknown head {kind!r}{did_you_mean(kind, HEADS)}; choose one of: {', '.join(HEADS)}")
-    if kind == "arcface":
-        return ArcFaceHead(dim, num_classes, scale, margin)
-    return HEADS[kind](dim, num_classes, scale, margin, subcenters)
+    if kind == "subcenter":
+        return SubCenterArcFaceHead(dim, num_classes, scale, margin, subcenters)
+    return HEADS[kind](dim, num_classes, scale, margin)

@@ -18,8 +18,10 @@ MODEL_FILENAME = "model.pt"
 
 def save_model_file(path: str | Path, *, backbone: BackboneSpec, preprocess_cfg: dict[str, Any],
                     projection: Projection, head: MarginHead, head_kind: str, classes: list[str],
-                    config: dict[str, Any], version: str) -> None:
-    """Write model.pt atomically."""
+                    config: dict[str, Any], version: str,
+                    raw_weights: dict[str, dict[str, torch.Tensor]] | None = None) -> None:
+    """Write model.pt atomically. With --ema, ``projection``/``head`` hold the averaged weights
+    (the ones every later stage uses) and ``raw_weights`` the last optimiser step's."""
     torch_save({
         "format": MODEL_FORMAT,
         "guie_version": version,
@@ -29,6 +31,7 @@ def save_model_file(path: str | Path, *, backbone: BackboneSpec, preprocess_cfg:
         "head": {"kind": head_kind, "config": head.config(), "state_dict": head.state_dict()},
         "classes": list(classes),
         "config": config,
+        **({"raw_weights": raw_weights} if raw_weights else {}),
     }, path)
 
 

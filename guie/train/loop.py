@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from guie.fileio import write_text
-from guie.model.heads import MarginHead
+from guie.model.heads import MarginHead, margin_at_epoch
 from guie.model.projection import Projection
 from guie.train.checkpoint import save_checkpoint
 from guie.train.distributed import DistContext
@@ -30,6 +30,8 @@ class LoopSettings:
     weight_decay: float
     warmup: float
     seed: int
+    ema: float | None = None
+    margin_schedule: tuple[float, float, float] | None = None
 
 
 def cosine_with_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -42,6 +44,14 @@ def cosine_with_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], f
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
+
+
+@dataclass
+class TrainOutcome:
+    """Per-epoch metrics, and with --ema the raw (non-averaged) final weights."""
+
+    history: list[dict[str, Any]]
+    raw_weights: dict[str, dict[str, torch.Tensor]] | None = None
 
 
 class HeadModel(torch.nn.Module):
@@ -69,7 +79,7 @@ def train_head(views: list[FeatureTable], train_index: np.ndarray, labels: np.nd
                projection: Projection, head: MarginHead, settings: LoopSettings, run_dir: Path,
                device: torch.device, tracker: Tracker, resume_state: dict[str, Any] | None = None,
                extra_state: dict[str, Any] | None = None, log: Callable[[str], None] = print,
-               dist: DistContext | None = None) -> list[dict[str, Any]]:
+               dist: DistContext | None = None) -> TrainOutcome:
     """Train projection + head with AdamW and a cosine schedule; checkpoint and log every epoch.
 
     Each epoch's shuffle, view choice and dropout draw from seeds derived from (seed, epoch),
@@ -85,6 +95,11 @@ def train_head(views: list[FeatureTable], train_index: np.ndarray, labels: np.nd
     if dist.enabled:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
+    base = model.module if dist.enabled else model
+    # The seed's weight averaging: an EMA copy (BatchNorm buffers included) used for eval and export.
+    ema = (torch.optim.swa_utils.AveragedModel(
+        base, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(settings.ema), use_buffers=True)
+        if settings.ema else None)
     params = list(projection.parameters()) + list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     steps_per_epoch = math.ceil(len(train_index) / settings.batch_size)
@@ -99,6 +114,8 @@ def train_head(views: list[FeatureTable], train_index: np.ndarray, labels: np.nd
         head.load_state_dict(resume_state["head"])
         optimizer.load_state_dict(resume_state["optimizer"])
         scheduler.load_state_dict(resume_state["scheduler"])
+        if ema is not None:
+            ema.load_state_dict(resume_state["ema"])
         history = list(resume_state["metrics"])
         start_epoch = int(resume_state["epoch"])
         log(f"resuming after epoch {start_epoch} of {settings.epochs}")
@@ -111,6 +128,7 @@ def train_head(views: list[FeatureTable], train_index: np.ndarray, labels: np.nd
         order = rng.permutation(train_index)
         view_choice = rng.integers(0, len(views), size=len(order))
         torch.manual_seed(settings.seed * 100_003 + epoch)
+        head.margin = margin_at_epoch(settings.margin_schedule, head.margin, epoch)
         loss_sum, correct, seen = 0.0, 0, 0
         min_rows = dist.world * (2 if projection.use_batchnorm else 1)  # BatchNorm needs 2 rows per rank
         for start in range(0, len(order), settings.batch_size):
@@ -127,6 +145,8 @@ def train_head(views: list[FeatureTable], train_index: np.ndarray, labels: np.nd
             loss.backward()
             optimizer.step()
             scheduler.step()
+            if ema is not None:
+                ema.update_parameters(base)
             loss_sum += loss.item() * len(idx)
             with torch.no_grad():
                 correct += int((head.cosine(embeddings).argmax(1) == y).sum())
@@ -134,7 +154,7 @@ def train_head(views: list[FeatureTable], train_index: np.ndarray, labels: np.nd
         loss_sum, correct, seen = dist.sum([loss_sum, float(correct), float(seen)])
         seconds = time.perf_counter() - t0
         row = {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
-               "lr": scheduler.get_last_lr()[0], "seconds": round(seconds, 4),
+               "lr": scheduler.get_last_lr()[0], "margin": head.margin, "seconds": round(seconds, 4),
                "samples_per_s": round(seen / max(seconds, 1e-9), 1)}
         history.append(row)
         if not dist.is_main:
@@ -144,11 +164,20 @@ def train_head(views: list[FeatureTable], train_index: np.ndarray, labels: np.nd
         save_checkpoint(run_dir, {
             "projection": projection.state_dict(), "head": head.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "epoch": epoch + 1, "metrics": history, **(extra_state or {}),
+            "epoch": epoch + 1, "metrics": history, **({"ema": ema.state_dict()} if ema is not None else {}),
+            **(extra_state or {}),
         })
         write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
         tracker.log(row, step=epoch + 1)
     dist.barrier()
+    if ema is not None:
+        # Training ends with the averaged weights in place: eval and model.pt use them.
+        raw = {"projection": {k: v.clone() for k, v in projection.state_dict().items()},
+               "head": {k: v.clone() for k, v in head.state_dict().items()}}
+        projection.load_state_dict(ema.module.projection.state_dict())
+        head.load_state_dict(ema.module.head.state_dict())
+    else:
+        raw = None
     projection.eval()
     head.eval()
-    return history
+    return TrainOutcome(history, raw)

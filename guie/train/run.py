@@ -21,7 +21,7 @@ from guie.errors import GuieError
 from guie.eval.retrieval import evaluate_retrieval
 from guie.fileio import write_json
 from guie.model.backbone import Backbone, BackboneSpec, load_backbone
-from guie.model.heads import build_head
+from guie.model.heads import build_head, parse_margin_schedule
 from guie.model.model_file import MODEL_FILENAME, save_model_file
 from guie.model.projection import Projection
 from guie.paths import cache_root
@@ -233,14 +233,16 @@ def _run(cfg: TrainConfig, resume: bool, overwrite: bool, log: Callable[[str], N
     head = build_head(cfg.head, cfg.dim, len(classes), cfg.scale, cfg.margin, cfg.subcenters)
     tracker = start_tracking(cfg.wandb if dist.is_main else "off", run_dir, resolved, cfg.wandb_project)
     try:
-        settings = LoopSettings(cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.warmup, cfg.seed)
-        history = train_head(feats.views, train_index, labels, projection, head, settings, run_dir, device,
+        settings = LoopSettings(cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.warmup, cfg.seed,
+                                cfg.ema, parse_margin_schedule(cfg.margin_schedule))
+        outcome = train_head(feats.views, train_index, labels, projection, head, settings, run_dir, device,
                              tracker, load_checkpoint(run_dir) if resume else None, log=log, dist=dist)
+        history = outcome.history
         if not dist.is_main:
             return RunResult(run_dir, history, {}, feats.computed)
         save_model_file(run_dir / MODEL_FILENAME, backbone=spec, preprocess_cfg=feats.preprocess_cfg,
                         projection=projection.cpu(), head=head.cpu(), head_kind=cfg.head, classes=classes,
-                        config=resolved, version=__version__)
+                        config=resolved, version=__version__, raw_weights=outcome.raw_weights)
         write_json(run_dir / "classes.json", classes)
         results: dict[str, Any] = {}
         if len(holdout_index):

@@ -1,0 +1,36 @@
+"""Benchmark 3: the feature-extraction pipeline (decode, resize, forward, DataLoader workers, cache writes)
+vs the pure forward on pre-decoded tensors. Prints pure/pipeline throughput (1.0 = decoding is free).
+"""
+from __future__ import annotations
+
+import shutil
+
+from common import machine, parser, ratio, setup, timed
+from pure_forward import predecode, pure_forward
+
+from guie.data import load_source
+from guie.model.backbone import BackboneSpec, load_backbone
+from guie.train.features import ensure_features
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0]).parse_args()
+    root = setup(args)
+    paths = [r.path for r in load_source(f"imagefolder:{root}").records]
+    backbone = load_backbone(BackboneSpec(args.backbone))
+    pixels = predecode(backbone, paths)
+    cache = root.parent / "cache-extract"
+
+    def pipeline():
+        shutil.rmtree(cache, ignore_errors=True)
+        ensure_features(paths, backbone.spec, 0, cache, lambda: backbone, log=lambda _: None)
+
+    t_forward = timed(lambda: pure_forward(backbone, pixels), repeat=args.epochs)
+    t_pipeline = timed(pipeline, repeat=args.epochs)
+    print(f"machine: {machine()}; backbone {args.backbone}; {len(paths)} images")
+    print(f"pure forward: {len(paths) / t_forward:.0f} img/s; extraction pipeline: {len(paths) / t_pipeline:.0f} img/s")
+    ratio("extraction_pipeline_vs_pure_forward", t_forward / t_pipeline)
+
+
+if __name__ == "__main__":
+    main()
