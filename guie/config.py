@@ -35,6 +35,8 @@ class TrainConfig:
     classes: int | None = opt(None, "keep this many classes, most images first (seeded tie-break); all if unset")
     min_per_class: int = opt(2, "drop classes with fewer images than this")
     max_per_class: int | None = opt(None, "keep at most this many images per class (seeded sample)")
+    domain_max_per_class: list[str] = opt([], "per-domain cap DOMAIN=N overriding --max-per-class for that "
+                                              "source's domain, repeatable (e.g. gldv2=20)", multiple=True)
     dim: int = opt(64, "embedding size")
     head: str = opt("arcface", "margin head", choices=HEAD_CHOICES)
     scale: float = opt(30.0, "margin head logit scale s")
@@ -50,6 +52,7 @@ class TrainConfig:
     weight_decay: float = opt(1e-4, "AdamW weight decay")
     warmup: float = opt(0.05, "share of steps spent in linear warm-up before the cosine decay")
     seed: int = opt(0, "seed for sampling, splits, views and training")
+    domain_loss: float = opt(0.0, "weight of an auxiliary domain classifier on the embedding (0: off)")
     ema: float | None = opt(None, "keep an exponential moving average of the head weights with this decay "
                                   "(e.g. 0.999) and use it for eval and export")
     aug_views: int = opt(0, "also cache this many augmented views per image (random resized crop, flip)")
@@ -89,6 +92,7 @@ class TrainConfig:
             (0 <= self.warmup < 1, "--warmup must be in [0, 1)"),
             (self.aug_views >= 0, "--aug-views must be non-negative"),
             (self.ema is None or 0 < self.ema < 1, "--ema must be between 0 and 1, e.g. 0.999"),
+            (self.domain_loss >= 0, "--domain-loss must be non-negative"),
             (bool(eval_parts(self.eval)), "--eval must be none, holdout, or task specs PREFIX:PATH, comma-separated"),
             (0 < self.holdout_frac < 1, "--holdout-frac must be between 0 and 1"),
             (self.extract_batch_size >= 1, "--extract-batch-size must be at least 1"),
@@ -104,7 +108,18 @@ class TrainConfig:
         from guie.model.heads import parse_margin_schedule
 
         parse_margin_schedule(self.margin_schedule)
+        self.domain_caps()
         return self
+
+    def domain_caps(self) -> dict[str, int]:
+        """--domain-max-per-class DOMAIN=N entries as a dict."""
+        caps = {}
+        for item in self.domain_max_per_class:
+            domain, sep, n = item.partition("=")
+            if not sep or not domain or not n.isdigit() or int(n) < 1:
+                raise GuieError(f"--domain-max-per-class {item!r} is not DOMAIN=N with N >= 1, e.g. gldv2=20")
+            caps[domain] = int(n)
+        return caps
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -48,3 +48,39 @@ def test_ema_weights_differ_from_raw_and_are_the_ones_saved(digits_dir, tmp_path
     # Same seed, same steps: the raw weights are the plain run's; the saved ones are the average.
     assert torch.allclose(raw_w, plain["projection"]["state_dict"]["linear.weight"], atol=1e-6)
     assert "raw_weights" not in plain
+
+
+def test_domain_classifier_trains_on_the_embedding(digits_dir, tmp_path):
+    import shutil
+
+    # Two domains: the digits as they are, and their mirror images as a second source.
+    from PIL import Image, ImageOps
+    mirror = tmp_path / "mirror"
+    for label_dir in sorted(digits_dir.iterdir())[:5]:
+        (mirror / label_dir.name).mkdir(parents=True)
+        for img in sorted(label_dir.iterdir())[:20]:
+            ImageOps.mirror(Image.open(img)).save(mirror / label_dir.name / img.name)
+    data = [f"imagefolder:{digits_dir}", f"imagefolder:{mirror}"]
+    with_domain = run_training(tiny_train_config(data, tmp_path / "d", epochs=3, domain_loss=1.0), log=lambda _: None)
+    rows = [json.loads(line) for line in (with_domain.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert all(0.0 <= r["domain_acc"] <= 1.0 for r in rows) and rows[-1]["domain_acc"] > 0.6
+    without = run_training(tiny_train_config(data, tmp_path / "n", epochs=3), log=lambda _: None)
+    a = read_model_file(with_domain.run_dir)["projection"]["state_dict"]["linear.weight"]
+    b = read_model_file(without.run_dir)["projection"]["state_dict"]["linear.weight"]
+    assert not torch.allclose(a, b)  # the auxiliary loss shapes the embedding
+    shutil.rmtree(mirror)
+
+
+def test_per_domain_class_caps(tmp_path):
+    from guie.data.records import Record
+    from guie.data.sampling import sample_classes
+
+    recs = [Record(f"/{d}/{c}/{i}.png", c, d) for d in ("shop", "landmark") for c in "ab" for i in range(10)]
+    kept, _ = sample_classes(recs, None, max_per_class=8, domain_max_per_class={"landmark": 3})
+    per = {(r.domain, r.label): 0 for r in kept}
+    for r in kept:
+        per[(r.domain, r.label)] += 1
+    assert per == {("shop", "a"): 8, ("shop", "b"): 8, ("landmark", "a"): 3, ("landmark", "b"): 3}
+    from guie.config import TrainConfig
+    with pytest.raises(GuieError, match="DOMAIN=N"):
+        TrainConfig(data=["demo:digits"], out="o", domain_max_per_class=["gldv2:20"]).validate()

@@ -34,6 +34,7 @@ def sample_classes(
     min_per_class: int = 1,
     max_per_class: int | None = None,
     seed: int = 0,
+    domain_max_per_class: dict[str, int] | None = None,
 ) -> tuple[list[Record], SampleReport]:
     """Keep ``num_classes`` classes and cap each one's images.
 
@@ -41,7 +42,8 @@ def sample_classes(
     count, most first, breaking ties by a seeded shuffle; keep the first ``num_classes``
     (all when None). Because the order does not depend on ``num_classes``, a sweep's smaller
     class sets are subsets of its larger ones. Classes with more than ``max_per_class``
-    images keep a seeded random subset. Records come back grouped by class, in rank order.
+    images (or their domain's entry in ``domain_max_per_class``) keep a seeded random subset.
+    Records come back grouped by class, in rank order.
     """
     groups = group_by_class(records)
     eligible = [key for key, group in groups.items() if len(group) >= min_per_class]
@@ -60,11 +62,13 @@ def sample_classes(
         ranked = ranked[:num_classes]
     kept: list[Record] = []
     capped = 0
+    caps = domain_max_per_class or {}
     for key in ranked:
         group = groups[key]
-        if max_per_class is not None and len(group) > max_per_class:
-            capped += len(group) - max_per_class
-            group = sorted(random.Random(f"{seed}/{key}").sample(group, max_per_class), key=lambda r: r.path)
+        cap = caps.get(group[0].domain, max_per_class)
+        if cap is not None and len(group) > cap:
+            capped += len(group) - cap
+            group = sorted(random.Random(f"{seed}/{key}").sample(group, cap), key=lambda r: r.path)
         kept.extend(group)
     report = SampleReport(len(groups), len(eligible), len(ranked), len(kept), capped)
     return kept, report

@@ -32,6 +32,7 @@ class LoopSettings:
     seed: int
     ema: float | None = None
     margin_schedule: tuple[float, float, float] | None = None
+    domain_loss: float = 0.0
 
 
 def cosine_with_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -57,13 +58,15 @@ class TrainOutcome:
 class HeadModel(torch.nn.Module):
     """Projection + margin head as one module, so DistributedDataParallel can wrap them together."""
 
-    def __init__(self, projection: Projection, head: MarginHead):
+    def __init__(self, projection: Projection, head: MarginHead, domain_head: torch.nn.Module | None = None):
         super().__init__()
-        self.projection, self.head = projection, head
+        self.projection, self.head, self.domain_head = projection, head, domain_head
 
-    def forward(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, features: torch.Tensor, labels: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         embeddings = self.projection(features)
-        return embeddings, self.head(embeddings, labels)
+        domain_logits = self.domain_head(embeddings) if self.domain_head is not None else None
+        return embeddings, self.head(embeddings, labels), domain_logits
 
 
 def gather(views: list[FeatureTable], index: np.ndarray, view_choice: np.ndarray) -> np.ndarray:
@@ -79,7 +82,8 @@ def train_head(views: list[FeatureTable], train_index: np.ndarray, labels: np.nd
                projection: Projection, head: MarginHead, settings: LoopSettings, run_dir: Path,
                device: torch.device, tracker: Tracker, resume_state: dict[str, Any] | None = None,
                extra_state: dict[str, Any] | None = None, log: Callable[[str], None] = print,
-               dist: DistContext | None = None) -> TrainOutcome:
+               dist: DistContext | None = None, domain_head: torch.nn.Module | None = None,
+               domain_labels: np.ndarray | None = None) -> TrainOutcome:
     """Train projection + head with AdamW and a cosine schedule; checkpoint and log every epoch.
 
     Each epoch's shuffle, view choice and dropout draw from seeds derived from (seed, epoch),
@@ -87,11 +91,15 @@ def train_head(views: list[FeatureTable], train_index: np.ndarray, labels: np.nd
     Under torchrun every rank walks the same global batches and takes every world-th row of
     each; DistributedDataParallel averages the gradients, so the update is the single-process
     one up to float rounding (BatchNorm statistics stay per rank). Rank 0 writes the files.
+    With ``domain_head``, an auxiliary domain classifier on the embedding adds
+    ``settings.domain_loss`` times its cross-entropy (the seed's unified multi-domain mode).
     """
     dist = dist or DistContext()
     projection.to(device)
     head.to(device)
-    model: torch.nn.Module = HeadModel(projection, head)
+    if domain_head is not None:
+        domain_head.to(device)
+    model: torch.nn.Module = HeadModel(projection, head, domain_head)
     if dist.enabled:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -100,18 +108,22 @@ def train_head(views: list[FeatureTable], train_index: np.ndarray, labels: np.nd
     ema = (torch.optim.swa_utils.AveragedModel(
         base, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(settings.ema), use_buffers=True)
         if settings.ema else None)
-    params = list(projection.parameters()) + list(head.parameters())
+    params = list(base.parameters())
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     steps_per_epoch = math.ceil(len(train_index) / settings.batch_size)
     total = steps_per_epoch * settings.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, cosine_with_warmup(total, max(1, int(settings.warmup * total))))
     labels_t = torch.as_tensor(labels, dtype=torch.long)
+    domains_t = torch.as_tensor(domain_labels if domain_labels is not None else np.zeros(len(labels)),
+                                dtype=torch.long)
     history: list[dict[str, Any]] = []
     start_epoch = 0
     if resume_state is not None:
         projection.load_state_dict(resume_state["projection"])
         head.load_state_dict(resume_state["head"])
+        if domain_head is not None:
+            domain_head.load_state_dict(resume_state["domain_head"])
         optimizer.load_state_dict(resume_state["optimizer"])
         scheduler.load_state_dict(resume_state["scheduler"])
         if ema is not None:
@@ -129,7 +141,7 @@ def train_head(views: list[FeatureTable], train_index: np.ndarray, labels: np.nd
         view_choice = rng.integers(0, len(views), size=len(order))
         torch.manual_seed(settings.seed * 100_003 + epoch)
         head.margin = margin_at_epoch(settings.margin_schedule, head.margin, epoch)
-        loss_sum, correct, seen = 0.0, 0, 0
+        loss_sum, correct, seen, domain_correct = 0.0, 0, 0, 0
         min_rows = dist.world * (2 if projection.use_batchnorm else 1)  # BatchNorm needs 2 rows per rank
         for start in range(0, len(order), settings.batch_size):
             idx = order[start:start + settings.batch_size]
@@ -139,8 +151,12 @@ def train_head(views: list[FeatureTable], train_index: np.ndarray, labels: np.nd
             idx, chosen = idx[dist.rank::dist.world], chosen[dist.rank::dist.world]
             x = torch.from_numpy(gather(views, idx, chosen)).to(device)
             y = labels_t[idx].to(device)
-            embeddings, logits = model(x, y)
+            embeddings, logits, domain_logits = model(x, y)
             loss = F.cross_entropy(logits, y)
+            if domain_logits is not None:
+                d = domains_t[idx].to(device)
+                loss = loss + settings.domain_loss * F.cross_entropy(domain_logits, d)
+                domain_correct += int((domain_logits.argmax(1) == d).sum())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -151,11 +167,13 @@ def train_head(views: list[FeatureTable], train_index: np.ndarray, labels: np.nd
             with torch.no_grad():
                 correct += int((head.cosine(embeddings).argmax(1) == y).sum())
             seen += len(idx)
-        loss_sum, correct, seen = dist.sum([loss_sum, float(correct), float(seen)])
+        loss_sum, correct, seen, domain_correct = dist.sum(
+            [loss_sum, float(correct), float(seen), float(domain_correct)])
         seconds = time.perf_counter() - t0
         row = {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
                "lr": scheduler.get_last_lr()[0], "margin": head.margin, "seconds": round(seconds, 4),
-               "samples_per_s": round(seen / max(seconds, 1e-9), 1)}
+               "samples_per_s": round(seen / max(seconds, 1e-9), 1),
+               **({"domain_acc": domain_correct / max(seen, 1)} if domain_head is not None else {})}
         history.append(row)
         if not dist.is_main:
             continue
@@ -163,6 +181,7 @@ def train_head(views: list[FeatureTable], train_index: np.ndarray, labels: np.nd
             f"lr {row['lr']:.2e}  {row['samples_per_s']:.0f} samples/s")
         save_checkpoint(run_dir, {
             "projection": projection.state_dict(), "head": head.state_dict(),
+            **({"domain_head": domain_head.state_dict()} if domain_head is not None else {}),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "epoch": epoch + 1, "metrics": history, **({"ema": ema.state_dict()} if ema is not None else {}),
             **(extra_state or {}),

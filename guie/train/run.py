@@ -183,7 +183,8 @@ def _run(cfg: TrainConfig, resume: bool, overwrite: bool, log: Callable[[str], N
     dist.barrier()
 
     records, source_report = load_records(cfg.data, log)
-    records, sampled = sample_classes(records, cfg.classes, cfg.min_per_class, cfg.max_per_class, cfg.seed)
+    records, sampled = sample_classes(records, cfg.classes, cfg.min_per_class, cfg.max_per_class, cfg.seed,
+                                      cfg.domain_caps())
     log(f"classes: kept {sampled.classes_kept} of {sampled.classes_eligible} with >= {cfg.min_per_class} images "
         f"({sampled.images_kept} images)")
 
@@ -231,12 +232,16 @@ def _run(cfg: TrainConfig, resume: bool, overwrite: bool, log: Callable[[str], N
     stats = feature_stats(feats.views[0], train_index, cfg.seed)
     projection.set_feature_stats(*stats)
     head = build_head(cfg.head, cfg.dim, len(classes), cfg.scale, cfg.margin, cfg.subcenters)
+    domains = sorted({records[i].domain for i in train_index})
+    domain_labels = np.array([domains.index(r.domain) if r.domain in domains else -1 for r in records])
+    domain_head = torch.nn.Linear(cfg.dim, len(domains)) if cfg.domain_loss > 0 else None
     tracker = start_tracking(cfg.wandb if dist.is_main else "off", run_dir, resolved, cfg.wandb_project)
     try:
         settings = LoopSettings(cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.warmup, cfg.seed,
-                                cfg.ema, parse_margin_schedule(cfg.margin_schedule))
+                                cfg.ema, parse_margin_schedule(cfg.margin_schedule), cfg.domain_loss)
         outcome = train_head(feats.views, train_index, labels, projection, head, settings, run_dir, device,
-                             tracker, load_checkpoint(run_dir) if resume else None, log=log, dist=dist)
+                             tracker, load_checkpoint(run_dir) if resume else None, log=log, dist=dist,
+                             domain_head=domain_head, domain_labels=domain_labels)
         history = outcome.history
         if not dist.is_main:
             return RunResult(run_dir, history, {}, feats.computed)
