@@ -52,6 +52,10 @@ class TrainConfig:
     weight_decay: float = opt(1e-4, "AdamW weight decay")
     warmup: float = opt(0.05, "share of steps spent in linear warm-up before the cosine decay")
     seed: int = opt(0, "seed for sampling, splits, views and training")
+    stage2_blocks: int = opt(0, "after head training, fine-tune the last N backbone blocks on streamed images "
+                                "(0: off; 1st/2nd place GUIE 2022)")
+    stage2_lr_scale: float = opt(0.01, "stage 2 backbone learning rate as a multiple of --lr")
+    stage2_epochs: int = opt(1, "stage 2 epochs")
     domain_loss: float = opt(0.0, "weight of an auxiliary domain classifier on the embedding (0: off)")
     ema: float | None = opt(None, "keep an exponential moving average of the head weights with this decay "
                                   "(e.g. 0.999) and use it for eval and export")
@@ -93,6 +97,9 @@ class TrainConfig:
             (self.aug_views >= 0, "--aug-views must be non-negative"),
             (self.ema is None or 0 < self.ema < 1, "--ema must be between 0 and 1, e.g. 0.999"),
             (self.domain_loss >= 0, "--domain-loss must be non-negative"),
+            (self.stage2_blocks >= 0, "--stage2-blocks must be non-negative"),
+            (0 < self.stage2_lr_scale <= 1, "--stage2-lr-scale must be in (0, 1], e.g. 0.01"),
+            (self.stage2_epochs >= 1, "--stage2-epochs must be at least 1"),
             (bool(eval_parts(self.eval)), "--eval must be none, holdout, or task specs PREFIX:PATH, comma-separated"),
             (0 < self.holdout_frac < 1, "--holdout-frac must be between 0 and 1"),
             (self.extract_batch_size >= 1, "--extract-batch-size must be at least 1"),

@@ -84,3 +84,26 @@ def test_per_domain_class_caps(tmp_path):
     from guie.config import TrainConfig
     with pytest.raises(GuieError, match="DOMAIN=N"):
         TrainConfig(data=["demo:digits"], out="o", domain_max_per_class=["gldv2:20"]).validate()
+
+
+def test_stage2_changes_only_the_unfrozen_blocks_and_the_head(digits_dir, tmp_path):
+    from guie.model.backbone import BackboneSpec, load_backbone
+    from guie.model.embedder import load_embedder
+
+    data = [f"imagefolder:{digits_dir}"]
+    base = run_training(tiny_train_config(data, tmp_path / "base", epochs=2, classes=4), log=lambda _: None)
+    lines = []
+    staged = run_training(tiny_train_config(data, tmp_path / "s2", epochs=2, classes=4, stage2_blocks=1,
+                                            stage2_lr_scale=0.5, stage2_epochs=1), log=lines.append)
+    assert any(line.startswith("stage 2 epoch 1/1") for line in lines)
+    before = load_backbone(BackboneSpec("guie-tiny")).visual.state_dict()
+    embedder, _ = load_embedder(staged.run_dir)
+    after = embedder.visual.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("transformer.resblocks.1.") for k in changed)
+    a, b = read_model_file(base.run_dir), read_model_file(staged.run_dir)
+    for key, value in a["projection"]["state_dict"].items():  # the projection stayed frozen
+        assert torch.equal(value, b["projection"]["state_dict"][key]), key
+    assert not torch.equal(a["head"]["state_dict"]["weight"], b["head"]["state_dict"]["weight"])
+    assert set(b["backbone_finetuned"]) == {k for k in before if k.startswith("transformer.resblocks.1.")}
+    assert 0.0 <= staged.eval["holdout"]["mP@5"] <= 1.0

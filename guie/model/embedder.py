@@ -6,6 +6,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from guie.errors import GuieError
 from guie.model.backbone import Backbone, BackboneSpec, load_backbone
 from guie.model.model_file import projection_from, read_model_file
 from guie.model.projection import Projection
@@ -27,5 +28,12 @@ def load_embedder(model: str | Path, device: str | torch.device = "cpu") -> tupl
     """Rebuild the eager embedder from a run folder or model.pt; also return its backbone (for preprocessing)."""
     data = read_model_file(model)
     backbone = load_backbone(BackboneSpec(**data["backbone"]), device)
+    if data.get("backbone_finetuned"):
+        # Stage 2 fine-tuned some blocks: those weights replace the pretrained ones.
+        missing = set(data["backbone_finetuned"]) - set(backbone.visual.state_dict())
+        if missing:
+            raise GuieError(f"model file {str(model)!r} holds fine-tuned weights the backbone lacks "
+                            f"(e.g. {sorted(missing)[0]}); it was made with another open_clip version")
+        backbone.visual.load_state_dict(data["backbone_finetuned"], strict=False)
     embedder = Embedder(backbone.visual, projection_from(data)).to(device).eval()
     return embedder, backbone

@@ -19,9 +19,11 @@ MODEL_FILENAME = "model.pt"
 def save_model_file(path: str | Path, *, backbone: BackboneSpec, preprocess_cfg: dict[str, Any],
                     projection: Projection, head: MarginHead, head_kind: str, classes: list[str],
                     config: dict[str, Any], version: str,
-                    raw_weights: dict[str, dict[str, torch.Tensor]] | None = None) -> None:
+                    raw_weights: dict[str, dict[str, torch.Tensor]] | None = None,
+                    backbone_finetuned: dict[str, torch.Tensor] | None = None) -> None:
     """Write model.pt atomically. With --ema, ``projection``/``head`` hold the averaged weights
-    (the ones every later stage uses) and ``raw_weights`` the last optimiser step's."""
+    (the ones every later stage uses) and ``raw_weights`` the last optimiser step's. After stage 2,
+    ``backbone_finetuned`` holds the fine-tuned image-tower weights that replace the pretrained ones."""
     torch_save({
         "format": MODEL_FORMAT,
         "guie_version": version,
@@ -32,6 +34,7 @@ def save_model_file(path: str | Path, *, backbone: BackboneSpec, preprocess_cfg:
         "classes": list(classes),
         "config": config,
         **({"raw_weights": raw_weights} if raw_weights else {}),
+        **({"backbone_finetuned": backbone_finetuned} if backbone_finetuned else {}),
     }, path)
 
 

@@ -29,6 +29,8 @@ from guie.train.checkpoint import load_checkpoint
 from guie.train.distributed import init_distributed, shutdown
 from guie.train.features import FeatureTable, ensure_features
 from guie.train.loop import LoopSettings, train_head
+from guie.train.stage2 import Stage2Settings, fine_tune
+from guie.train.stage2 import embed_images as stage2_embed
 from guie.train.tracking import start_tracking
 from guie.version import __version__
 
@@ -173,6 +175,8 @@ def _run(cfg: TrainConfig, resume: bool, overwrite: bool, log: Callable[[str], N
     started = time.perf_counter()
     spec = BackboneSpec(cfg.backbone, cfg.pretrained).validate()
     device = dist.device(resolve_device(cfg.device))
+    if cfg.stage2_blocks and dist.enabled:
+        raise GuieError("--stage2-blocks runs in one process; run stage 2 without torchrun")
     resolved = {**cfg.to_dict(), "guie_version": __version__, "git_commit": git_commit(),
                 "backbone_fingerprint": spec.fingerprint(), "world_size": dist.world}
     run_dir = Path(cfg.out)
@@ -245,17 +249,34 @@ def _run(cfg: TrainConfig, resume: bool, overwrite: bool, log: Callable[[str], N
         history = outcome.history
         if not dist.is_main:
             return RunResult(run_dir, history, {}, feats.computed)
+        finetuned = None
+        if cfg.stage2_blocks:
+            backbone = get_backbone()
+            finetuned = fine_tune(backbone, projection, head, [records[i].path for i in train_index],
+                                  labels[train_index], Stage2Settings(
+                                      cfg.stage2_blocks, cfg.lr, cfg.stage2_lr_scale, cfg.stage2_epochs,
+                                      cfg.batch_size, cfg.weight_decay, cfg.seed, cfg.workers or 0), device, log)
         save_model_file(run_dir / MODEL_FILENAME, backbone=spec, preprocess_cfg=feats.preprocess_cfg,
                         projection=projection.cpu(), head=head.cpu(), head_kind=cfg.head, classes=classes,
-                        config=resolved, version=__version__, raw_weights=outcome.raw_weights)
+                        config=resolved, version=__version__, raw_weights=outcome.raw_weights,
+                        backbone_finetuned=finetuned)
         write_json(run_dir / "classes.json", classes)
         results: dict[str, Any] = {}
         if len(holdout_index):
             class_keys = [r.class_key for r in records]
             projection.to(device)
-            holdout = evaluate_retrieval(
-                embed(projection, feats.views[0], train_index, device), [class_keys[i] for i in train_index],
-                embed(projection, feats.views[0], holdout_index, device), [class_keys[i] for i in holdout_index])
+            if finetuned:  # the cached features predate the fine-tuned blocks: stream the images again
+                backbone = get_backbone()
+
+                def embed_at(index: np.ndarray) -> np.ndarray:
+                    return stage2_embed(backbone.visual, projection, backbone.preprocess_cfg, backbone.image_size,
+                                        [records[i].path for i in index], device, cfg.extract_batch_size,
+                                        cfg.workers or 0)
+            else:
+                def embed_at(index: np.ndarray) -> np.ndarray:
+                    return embed(projection, feats.views[0], index, device)
+            holdout = evaluate_retrieval(embed_at(train_index), [class_keys[i] for i in train_index],
+                                         embed_at(holdout_index), [class_keys[i] for i in holdout_index])
             holdout["random_projection_mP@5"] = random_projection_baseline(
                 feats.views[0], holdout_index, train_index, class_keys, cfg.dim, cfg.seed, *stats)
             projection.cpu()
