@@ -12,6 +12,21 @@ HEAD_CHOICES = ("arcface", "subcenter", "cosface")
 EVAL_CHOICES = ("none", "holdout")
 WANDB_CHOICES = ("off", "offline", "online")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+SWEEP_FILENAME = "sweep.json"
+
+
+def parse_class_counts(value: Any) -> list[int] | None:
+    """``--classes`` as a list of counts: 4000, "4000", "1000,2000" or [1000, 2000]; None when unset."""
+    if value is None:
+        return None
+    items = value if isinstance(value, list) else str(value).split(",")
+    try:
+        counts = [int(str(v).strip()) for v in items]
+    except ValueError:
+        raise GuieError(f"--classes {value!r} is not a count or comma-separated counts, e.g. 4000 or 1000,2000") from None
+    if not counts or min(counts) < 1 or len(set(counts)) != len(counts):
+        raise GuieError(f"--classes {value!r} needs distinct counts of at least 1")
+    return counts
 
 
 def opt(default: Any = MISSING, help: str = "", **meta: Any) -> Any:
@@ -32,7 +47,9 @@ class TrainConfig:
     backbone: str = opt("ViT-H-14", "open_clip model name (guie-tiny: the tiny offline test model)")
     pretrained: str = opt("laion2b_s32b_b79k", "open_clip pretrained tag, a local weights file "
                                                "(.bin/.pt/.safetensors), or 'none' (random init)")
-    classes: int | None = opt(None, "keep this many classes, most images first (seeded tie-break); all if unset")
+    classes: int | None = opt(None, "keep this many classes, most images first (seeded tie-break); all if unset. "
+                                    "Several, comma-separated (1000,2000,4000), run a sweep: one run folder per "
+                                    "count under --out, one feature cache, one comparison report", cli_type="str")
     min_per_class: int = opt(2, "drop classes with fewer images than this")
     max_per_class: int | None = opt(None, "keep at most this many images per class (seeded sample)")
     domain_max_per_class: list[str] = opt([], "per-domain cap DOMAIN=N overriding --max-per-class for that "
@@ -210,6 +227,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         if name not in known:
             raise GuieError(f"unknown key {key!r} in config file {str(path)!r}{did_you_mean(name, known)}; "
                             "keys are guie-train option names")
+        if name == "classes" and isinstance(value, list | str):
+            out[name] = value  # a sweep; parsed with parse_class_counts
+            continue
         out[name] = _coerce(name, value, None, str(known[name].type))
     # Relative paths in a config file are relative to the file, so configs can travel with their data.
     if "data" in out:

@@ -11,7 +11,7 @@ def resolve(args):
     params = dict(ctx.params)
     config_file, resume = params.pop("config_file"), params.pop("resume")
     params.pop("overwrite")
-    return resolve_train_config(ctx, params, config_file, resume)
+    return resolve_train_config(ctx, params, config_file, resume)[0]
 
 
 def test_defaults_then_file_then_command_line(tmp_path):
@@ -58,3 +58,19 @@ def test_validation(override, message):
     values = {"data": ["demo:digits"], "out": "x", **override}
     with pytest.raises(GuieError, match=message):
         TrainConfig(**values).validate()
+
+
+def test_classes_sweep_from_command_line_and_file(tmp_path):
+    ctx = train_command.make_context("guie-train", ["--data", "demo:digits", "--out", "o", "--classes", "3,5,8"])
+    params = dict(ctx.params)
+    cfg, sweep = resolve_train_config(ctx, {k: v for k, v in params.items()
+                                            if k not in ("config_file", "resume", "overwrite")}, None, False)
+    assert sweep == [3, 5, 8] and cfg.classes is None
+    cfg_file = tmp_path / "s.toml"
+    cfg_file.write_text('data = ["demo:digits"]\nout = "o"\nclasses = [10, 20]\n')
+    ctx = train_command.make_context("guie-train", ["--config", str(cfg_file)])
+    assert resolve_train_config(ctx, {k: v for k, v in ctx.params.items()
+                                      if k not in ("config_file", "resume", "overwrite")}, str(cfg_file), False)[1] == [10, 20]
+    assert resolve(["--data", "demo:digits", "--out", "o", "--classes", "7"]).classes == 7
+    with pytest.raises(GuieError, match="comma-separated counts"):
+        resolve(["--data", "demo:digits", "--out", "o", "--classes", "7,x"])

@@ -1,0 +1,56 @@
+"""Class-count sweeps: one feature cache, one run folder per --classes value, one comparison report.
+
+The seed solution's class-count study (1,000 to 8,000 classes in 64-D) took a GPU-day per
+point; with the backbone frozen and its features cached, each point costs a head training.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from guie.config import SWEEP_FILENAME, TrainConfig
+from guie.errors import GuieError
+from guie.fileio import write_json
+from guie.model.model_file import MODEL_FILENAME
+from guie.train.run import run_training
+
+
+def run_sweep(cfg: TrainConfig, counts: list[int], resume: bool = False, overwrite: bool = False,
+              log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train ``OUT/classes-N`` for each N, then evaluate them side by side into ``OUT/report``.
+
+    The comparison uses the --eval task specs when given, else the training sources
+    themselves as tasks (query/index drawn by guie-eval's seeded rule): every run is then
+    scored on the same images, including classes the smaller runs never trained on.
+    With --resume, finished runs are kept, a killed one continues, missing ones start.
+    """
+    out = Path(cfg.out)
+    sweep_file = out / SWEEP_FILENAME
+    if sweep_file.exists() and not (resume or overwrite):
+        raise GuieError(f"sweep folder {str(out)!r} already exists; pass --resume to continue it, "
+                        "--overwrite to replace its runs, or another --out")
+    write_json(sweep_file, {**cfg.to_dict(), "sweep_classes": counts})
+    runs = []
+    for n in counts:
+        sub = replace(cfg, classes=n, out=str(out / f"classes-{n}"))
+        run_dir = Path(sub.out)
+        log(f"== sweep: --classes {n} -> {run_dir}")
+        if resume and (run_dir / MODEL_FILENAME).is_file():
+            log("finished earlier; kept")
+        else:
+            run_training(sub, resume=resume and (run_dir / "config.json").is_file(), overwrite=overwrite, log=log)
+        runs.append(run_dir)
+
+    from guie.eval.evaluate import EvalSettings, evaluate
+    from guie.eval.report import format_table, write_report
+
+    tasks = cfg.eval_tasks or cfg.data
+    log(f"== sweep report on {', '.join(tasks)}")
+    report = evaluate(runs, tasks, EvalSettings(seed=cfg.seed, batch_size=cfg.extract_batch_size,
+                                                 workers=cfg.workers), log=log)
+    paths = write_report(report, out / "report")
+    log(format_table(report))
+    log(f"sweep report: {paths['md']} (chart {paths['png']})")
+    return report
