@@ -1,0 +1,76 @@
+"""Build the submission module from a run folder (or model.pt): eager for checking, scripted for shipping."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from guie.errors import GuieError
+from guie.export.module import SUPPORTED_RESIZE_MODES, EmbeddingCore, SubmissionModule, preprocess
+from guie.model.embedder import Embedder, load_embedder
+
+
+def build_submission_module(model: str | Path, fp16: bool = False, chunk: int = 32
+                            ) -> tuple[SubmissionModule, Embedder, dict[str, Any]]:
+    """The eager SubmissionModule, the eager guie Embedder it wraps, and the preprocessing facts."""
+    embedder, backbone = load_embedder(model, "cpu")
+    cfg = backbone.preprocess_cfg
+    size = cfg["size"]
+    if not isinstance(size, int):
+        if size[0] != size[1]:
+            raise GuieError(f"backbone {backbone.spec.name} has a non-square input {tuple(size)}; "
+                            "guie-export supports square inputs only")
+        size = int(size[0])
+    if cfg["resize_mode"] not in SUPPORTED_RESIZE_MODES:
+        raise GuieError(f"backbone {backbone.spec.name} uses resize_mode {cfg['resize_mode']!r}; guie-export "
+                        f"supports {', '.join(SUPPORTED_RESIZE_MODES)}")
+    if cfg["interpolation"] != "bicubic":
+        raise GuieError(f"backbone {backbone.spec.name} uses {cfg['interpolation']} resizing; guie-export "
+                        "reproduces open_clip's bicubic resize only")
+    embedder.requires_grad_(False).eval()
+    core = EmbeddingCore(embedder.visual, embedder.projection)
+    if fp16:
+        # The image tower carries the weight; the projection stays fp32 and gets float features.
+        core.visual.half()
+    module = SubmissionModule(core, size, list(cfg["mean"]), list(cfg["std"]), cfg["resize_mode"], chunk, fp16).eval()
+    info = {"image_size": size, "resize_mode": cfg["resize_mode"], "interpolation": "bicubic, antialias",
+            "mean": list(cfg["mean"]), "std": list(cfg["std"]), "chunk": chunk, "fp16": fp16,
+            "backbone": backbone.spec.to_dict(), "dim": embedder.projection.dim}
+    return module, embedder, info
+
+
+def eager_reference(embedder: Embedder, info: dict[str, Any], images: torch.Tensor) -> torch.Tensor:
+    """The eager guie Embedder on the same tensor preprocessing, in plain Python: the parity reference."""
+    if images.dim() == 3:
+        images = images.unsqueeze(0)
+    mean = torch.tensor(info["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(info["std"]).view(1, 3, 1, 1)
+    with torch.inference_mode():
+        pixels = preprocess(images, info["image_size"], mean, std, info["resize_mode"] == "squash")
+        if info["fp16"]:
+            pixels = pixels.half()
+        return torch.nn.functional.normalize(embedder(pixels).float(), dim=-1)
+
+
+def script(module: SubmissionModule) -> torch.jit.ScriptModule:
+    """TorchScript by scripting (not tracing), so any H, W and batch size take the same graph."""
+    try:
+        return torch.jit.script(module)
+    except Exception as exc:  # noqa: BLE001 - TorchScript reports unsupported code with many types
+        raise GuieError(f"TorchScript could not compile the model ({type(exc).__name__}: "
+                        f"{str(exc).strip().splitlines()[0][:160]}); try --program instead") from None
+
+
+def export_program(module: SubmissionModule, path: Path) -> None:
+    """torch.export with dynamic batch, height and width, saved as a .pt2 program."""
+    from torch.export import Dim
+
+    example = torch.randint(0, 256, (2, 3, 40, 57), dtype=torch.uint8)
+    dims = {"images": {0: Dim.AUTO, 2: Dim.AUTO, 3: Dim.AUTO}}
+    try:
+        program = torch.export.export(module, (example,), dynamic_shapes=dims)
+    except Exception as exc:  # noqa: BLE001 - torch.export reports unsupported code with many types
+        raise GuieError(f"torch.export could not capture the model ({type(exc).__name__}: "
+                        f"{str(exc).strip().splitlines()[0][:160]}); use --torchscript") from None
+    torch.export.save(program, str(path))

@@ -1,0 +1,97 @@
+"""The submission module: raw images in, L2-normalised embeddings out, preprocessing inside the graph.
+
+Contract (DESIGN.md): input uint8 (or float 0..255) RGB, a batch ``(N, 3, H, W)`` of any H, W
+or one image ``(3, H, W)``; output ``(N, dim)`` float32. Inside: to float, resize as the
+backbone's open_clip preprocessing does, /255, CLIP mean/std, image tower, projection, L2
+normalise. Resize semantics for ``resize_mode``:
+
+- ``shortest`` (open_clip's default): the shorter side to S with bicubic + antialias (the
+  longer side to int(S * long / short), as torchvision's Resize does), then a centre crop
+  of S x S (offsets rounded as torchvision's CenterCrop does);
+- ``squash``: straight to S x S, bicubic + antialias.
+
+The tensor resize (torch's bicubic with antialias) follows PIL's closely but not bit for bit;
+guie-export reports the difference to open_clip's PIL pipeline next to the exact parity check.
+The batch is processed ``chunk`` images at a time, so at most one chunk's activations are alive:
+the host gave single images, but a large batch must not run out of memory.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SUPPORTED_RESIZE_MODES = ("shortest", "squash")
+
+
+def preprocess(x: torch.Tensor, size: int, mean: torch.Tensor, std: torch.Tensor, squash: bool) -> torch.Tensor:
+    """uint8/float 0..255 images (N, 3, H, W) -> normalised float (N, 3, size, size).
+
+    Integer arithmetic without shape branches, so the same function scripts for TorchScript
+    and traces symbolically for torch.export: ``size * side // short`` equals torchvision's
+    ``int(size * long / short)``, and ``(d + (d // 2) % 2) // 2`` equals its centre-crop offset
+    ``int(round(d / 2))`` (round half to even).
+    """
+    x = x.float()
+    h, w = x.shape[-2], x.shape[-1]
+    if squash:
+        x = F.interpolate(x, size=[size, size], mode="bicubic", align_corners=False, antialias=True)
+    else:
+        if torch.jit.is_scripting():
+            short = min(h, w)
+        else:
+            short = torch.sym_min(h, w)
+        new_h, new_w = size * h // short, size * w // short
+        x = F.interpolate(x, size=[new_h, new_w], mode="bicubic", align_corners=False, antialias=True)
+        top = (new_h - size + ((new_h - size) // 2) % 2) // 2
+        left = (new_w - size + ((new_w - size) // 2) % 2) // 2
+        # index_select, not slicing: the crop's length is stated outright and never aliases the input,
+        # so torch.export keeps one graph for every H, W (a slice of full length would specialise)
+        offsets = torch.arange(size, device=x.device)
+        x = x.index_select(2, offsets + top).index_select(3, offsets + left)
+    # PIL clamps the resampled pixels to 0..255; so must the tensor path.
+    x = x.clamp(0.0, 255.0) / 255.0
+    return (x - mean) / std
+
+
+class EmbeddingCore(nn.Module):
+    """Image tower + projection on preprocessed pixels; traced once for TorchScript."""
+
+    def __init__(self, visual: nn.Module, projection: nn.Module):
+        super().__init__()
+        self.visual = visual
+        self.projection = projection
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.projection(self.visual(pixels))
+
+
+class SubmissionModule(nn.Module):
+    """Raw images -> (N, dim) float32 unit vectors; see the module docstring for the contract."""
+
+    def __init__(self, core: nn.Module, size: int, mean: list[float], std: list[float], resize_mode: str,
+                 chunk: int = 32, half: bool = False):
+        super().__init__()
+        self.core = core
+        self.size = size
+        self.squash = resize_mode == "squash"
+        self.chunk = chunk
+        self.half = half
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dim() == 3:
+            images = images.unsqueeze(0)
+        if self.chunk <= 0:  # torch.export: one pass over the batch (a loop over it would fix its size)
+            return self._embed(images)
+        outputs: list[torch.Tensor] = []
+        for start in range(0, images.shape[0], self.chunk):
+            outputs.append(self._embed(images[start:start + self.chunk]))
+        return torch.cat(outputs, dim=0)
+
+    def _embed(self, images: torch.Tensor) -> torch.Tensor:
+        pixels = preprocess(images, self.size, self.mean, self.std, self.squash)
+        if self.half:
+            pixels = pixels.half()
+        return F.normalize(self.core(pixels).float(), dim=-1)

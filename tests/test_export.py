@@ -1,0 +1,128 @@
+"""guie-export: the submission module's contract, verification at export, and the files it writes."""
+import json
+import zipfile
+
+import pytest
+import torch
+
+import guie.export.verify as verify
+from guie.errors import GuieError
+from guie.export import export_run
+from guie.export.build import build_submission_module, eager_reference
+
+
+@pytest.fixture(scope="module")
+def exported(trained_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export")
+    report = export_run(trained_run, out, log=lambda _: None)
+    return out, report
+
+
+def images(*shapes, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, 256, s, generator=g, dtype=torch.uint8) for s in shapes]
+
+
+def test_files_and_zip_layout(exported):
+    out, report = exported
+    assert sorted(p.name for p in out.iterdir()) == ["saved_model.pt", "submission.zip", "verify.json"]
+    with zipfile.ZipFile(out / "submission.zip") as zf:
+        assert zf.namelist() == ["saved_model.pt"]
+        assert zf.read("saved_model.pt") == (out / "saved_model.pt").read_bytes()
+    on_disk = json.loads((out / "verify.json").read_text())
+    assert on_disk["torch_version"] == torch.__version__ and on_disk["file_size_bytes"] > 0
+    assert on_disk["max_abs_diff_vs_eager"] <= 1e-4 and on_disk["limit"] == 1e-4
+    assert all(c["passed"] for c in on_disk["checks"])
+    names = {c["check"] for c in on_disk["checks"]}
+    assert {"batch independence", "determinism", "single (3, H, W) image", "fresh-process load without guie",
+            "parity with the eager embedder 7x5", "parity with the eager embedder 500x300"} <= names
+    assert set(on_disk["images_per_s"]) >= {"exported", "eager", "ratio"}
+
+
+def test_contract_on_the_loaded_file(exported, trained_run):
+    out, _ = exported
+    model = torch.jit.load(str(out / "saved_model.pt"))
+    _, embedder, info = build_submission_module(trained_run)
+    for img in images((1, 3, 7, 5), (1, 3, 31, 64), (1, 3, 500, 300)):
+        y = model(img)
+        assert y.shape == (1, 64) and y.dtype == torch.float32
+        assert torch.allclose(y.norm(dim=1), torch.ones(1), atol=1e-5)
+        assert (y - eager_reference(embedder, info, img)).abs().max() <= 1e-4
+    (batch,) = images((8, 3, 40, 30), seed=1)
+    y8 = model(batch)
+    assert y8.shape == (8, 64)
+    assert torch.allclose(y8, torch.cat([model(batch[i:i + 1]) for i in range(8)]), atol=1e-5)
+    assert torch.equal(model(batch), y8)
+    assert torch.allclose(model(batch[3]), y8[3:4], atol=1e-5)  # a bare (3, H, W) image
+    assert torch.allclose(model(batch.float()), y8, atol=1e-5)  # float 0..255 input
+
+
+def test_chunking_does_not_change_the_result(trained_run):
+    (batch,) = images((9, 3, 33, 47), seed=2)
+    small, _, _ = build_submission_module(trained_run, chunk=2)
+    whole, _, _ = build_submission_module(trained_run, chunk=64)
+    with torch.inference_mode():
+        assert torch.allclose(small(batch), whole(batch), atol=1e-6)
+
+
+def test_fp16_weights_still_give_float32(trained_run, tmp_path):
+    report = export_run(trained_run, tmp_path, fp16=True, measure_speed=False, log=lambda _: None)
+    y = torch.jit.load(str(tmp_path / "saved_model.pt"))(images((2, 3, 50, 40))[0])
+    assert y.dtype == torch.float32 and y.shape == (2, 64)
+    assert report["preprocess"]["fp16"] and report["limit"] == verify.FP16_LIMIT
+
+
+def test_program_format(trained_run, tmp_path):
+    report = export_run(trained_run, tmp_path, fmt="program", measure_speed=False, log=lambda _: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["saved_model.pt2", "verify.json"]
+    program = torch.export.load(str(tmp_path / "saved_model.pt2")).module()
+    for img in images((1, 3, 7, 5), (3, 3, 64, 31)):
+        assert program(img).shape == (img.shape[0], 64)
+    assert report["max_abs_diff_vs_eager"] <= 1e-4
+
+
+def test_a_failing_check_fails_the_export_and_writes_nothing(trained_run, tmp_path, monkeypatch):
+    def off_by_a_bit(embedder, info, imgs):
+        return eager_reference(embedder, info, imgs) + 1e-3
+
+    monkeypatch.setattr(verify, "eager_reference", off_by_a_bit)
+    with pytest.raises(verify.VerificationError, match="parity with the eager embedder 7x5: max abs diff 1.00e-03"):
+        export_run(trained_run, tmp_path, measure_speed=False, log=lambda _: None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fresh_process_check_compares_outputs(tmp_path):
+    class ToFloat(torch.nn.Module):
+        def forward(self, x):
+            return x.float()
+
+    path = tmp_path / "m.pt"
+    torch.jit.save(torch.jit.script(ToFloat()), str(path))
+    x = torch.zeros(1, 3, 2, 2, dtype=torch.uint8)
+    assert verify.check_fresh_process(path, [(x, x.float())])["max_abs_diff"] == 0.0
+    with pytest.raises(verify.VerificationError, match="fresh-process"):
+        verify.check_fresh_process(path, [(x, torch.zeros(2))])
+
+
+def test_cli_export(cli, trained_run, tmp_path):
+    res = cli("export", str(trained_run), "--torchscript", "--out", str(tmp_path / "e"))
+    assert res.returncode == 0, res.stderr
+    assert "checks passed" in res.stdout and (tmp_path / "e" / "submission.zip").is_file()
+
+
+def test_cli_export_without_or_with_a_foreign_model(cli, tmp_path):
+    (tmp_path / "empty").mkdir()
+    res = cli("export", str(tmp_path / "empty"), "--out", str(tmp_path / "e"))
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        f"error: no model.pt in '{tmp_path / 'empty'}'; pass a finished guie-train run folder "
+        "(a killed run finishes with guie-train --resume --out RUN)"]
+    (tmp_path / "foreign").mkdir()
+    torch.save({"state_dict": {}}, tmp_path / "foreign" / "model.pt")
+    res = cli("export", str(tmp_path / "foreign"), "--out", str(tmp_path / "e"))
+    assert res.returncode == 2 and "is not a guie model file" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "e").exists() or not any((tmp_path / "e").iterdir())
+
+
+def test_unknown_format_is_refused(trained_run, tmp_path):
+    with pytest.raises(GuieError, match="unknown export format"):
+        export_run(trained_run, tmp_path, fmt="onnx")
