@@ -1,10 +1,11 @@
 """Typed run configuration: defaults, then a TOML file, then command-line options; validated in one place."""
 from __future__ import annotations
 
-import tomllib
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from guie.errors import GuieError, did_you_mean
 

@@ -45,7 +45,23 @@ def test_local_weights_file(tmp_path, suffix):
     loaded = load_backbone(BackboneSpec("guie-tiny", str(path)))
     x = torch.randn(2, 3, 32, 32)
     assert torch.allclose(loaded.visual(x), source.eval().visual(x), atol=1e-6)
-    assert BackboneSpec("guie-tiny", str(path)).fingerprint().startswith("guie-tiny/file:")
+    assert "/file:" in BackboneSpec("guie-tiny", str(path)).fingerprint()
+
+
+def test_fingerprint_changes_with_the_architecture(tmp_path):
+    import json
+
+    base = BackboneSpec("guie-tiny").fingerprint()
+    cfg = open_clip.get_model_config("guie-tiny")
+    cfg["vision_cfg"]["layers"] = 3
+    (tmp_path / "guie-tiny.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(tmp_path / "guie-tiny.json")  # same name, different architecture
+    try:
+        assert BackboneSpec("guie-tiny").fingerprint() != base
+    finally:
+        from guie.model.backbone import MODEL_CONFIG_DIR
+        open_clip.add_model_config(MODEL_CONFIG_DIR)
+    assert BackboneSpec("guie-tiny").fingerprint() == base
 
 
 def test_weights_file_that_does_not_fit(tmp_path):

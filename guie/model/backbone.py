@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from dataclasses import asdict, dataclass
@@ -62,10 +63,12 @@ class BackboneSpec:
         return self
 
     def fingerprint(self) -> str:
-        """A stable identity of the weights, for cache keys: the tag, or the file's size and edge hashes."""
+        """A stable identity of architecture and weights, for cache keys: a hash of the open_clip model
+        config, plus the tag (and seed), or the weights file's size and edge hashes."""
+        arch = hashlib.sha256(json.dumps(open_clip.get_model_config(self.name), sort_keys=True).encode()).hexdigest()[:12]
         if not self.is_file:
-            return f"{self.name}/{self.pretrained}" + (f"/seed{self.seed}" if self.pretrained == "none" else "")
-        return f"{self.name}/file:{file_fingerprint(self.pretrained)}"
+            return f"{self.name}@{arch}/{self.pretrained}" + (f"/seed{self.seed}" if self.pretrained == "none" else "")
+        return f"{self.name}@{arch}/file:{file_fingerprint(self.pretrained)}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

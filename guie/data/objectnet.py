@@ -1,0 +1,57 @@
+"""Adapter for ``objectnet:ROOT``: ObjectNet 1.0 (objectnet.dev) as published.
+
+Layout read (ROOT may be the ``objectnet-1.0`` folder or its parent)::
+
+    ROOT/images/<class folder>/<hash>.png
+    ROOT/mappings/folder_to_objectnet_label.json   {"air_freshener": "Air freshener", ...}
+    ROOT/mappings/objectnet_to_imagenet_1k.json, ...   (not needed here)
+
+The label is the ObjectNet class name the mapping gives the folder; folders the mapping does
+not name are skipped. ObjectNet is a test set only: its licence forbids updating a model's
+parameters on its images, so every record is split "test" and guie-train refuses it.
+Domain ``objectnet``. (The images carry a 1-pixel border the authors suggest cropping; at
+CLIP input sizes it changes little and guie reads the files unchanged.)
+"""
+from __future__ import annotations
+
+from guie.data.listfiles import read_json_dict
+from guie.data.records import (
+    Record,
+    SourceData,
+    is_image_file,
+    register_source,
+    require_dir,
+    require_file,
+)
+from guie.errors import GuieError
+
+DOMAIN = "objectnet"
+MAPPING = "folder_to_objectnet_label.json"
+
+
+@register_source("objectnet", "ObjectNet (test only): images/<class folder>/ + mappings/folder_to_objectnet_label.json")
+def load_objectnet(root: str, spec: str) -> SourceData:
+    base = require_dir(root, "objectnet").resolve()
+    if not (base / "images").is_dir() and (base / "objectnet-1.0" / "images").is_dir():
+        base = base / "objectnet-1.0"
+    mapping_path = require_file(base / "mappings" / MAPPING, "ObjectNet class mapping")
+    mapping = read_json_dict(mapping_path, "ObjectNet class mapping")
+    image_dir = base / "images"
+    if not image_dir.is_dir():
+        raise GuieError(f"ObjectNet image folder {str(image_dir)!r} not found; unpack objectnet-1.0 so that "
+                        "images/ and mappings/ sit side by side")
+    records: list[Record] = []
+    skipped: list[tuple[str, str]] = []
+    for folder in sorted(p for p in image_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        label = mapping.get(folder.name)
+        for path in sorted(folder.rglob("*")):
+            if not path.is_file() or path.name.startswith("."):
+                continue
+            rel = str(path.relative_to(image_dir))
+            if not isinstance(label, str) or not label:
+                skipped.append((rel, f"folder not in mappings/{MAPPING}"))
+            elif not is_image_file(path):
+                skipped.append((rel, "not an image file extension"))
+            else:
+                records.append(Record(str(path), label, DOMAIN, "test"))
+    return SourceData(spec, DOMAIN, records, skipped)

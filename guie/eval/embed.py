@@ -1,0 +1,261 @@
+"""Embedding images with the models under evaluation: a guie run folder (eager) or a TorchScript submission.
+
+* A run folder or its ``model.pt``: the eager embedder (:func:`guie.model.embedder.load_embedder`)
+  with open_clip's own eval transform, batched through a DataLoader under ``inference_mode``,
+  with CUDA autocast when on GPU. Several run folders that share a backbone (a class-count
+  sweep, say) run the backbone once per image and apply each one's projection.
+* A ``saved_model.pt`` or a ``submission.zip`` holding one: ``torch.jit.load``, and each image
+  fed as the competition host did: PIL -> RGB -> uint8 tensor ``(1, 3, H, W)`` at its original
+  size (PILToTensor), taking ``output[0]`` flattened to float32.
+
+Every embedding is L2-normalised afterwards, so inner product ranks equal Euclidean ranks.
+Images PIL cannot read are reported, not embedded; a model that fails on a readable image
+is an error (the host would have failed on it too).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from guie.data.images import ImageDataset, load_rgb
+from guie.errors import GuieError
+from guie.model.model_file import MODEL_FILENAME, read_model_file
+
+SAVED_MODEL = "saved_model.pt"
+GENERIC_NAMES = {MODEL_FILENAME, SAVED_MODEL, "submission.zip"}
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """One model to evaluate: its display name, the file to load, and how ("eager" or "torchscript")."""
+
+    name: str
+    path: Path
+    kind: str
+    source: str  # what the user passed
+
+    def describe(self) -> dict[str, str]:
+        return {"name": self.name, "path": self.source, "kind": self.kind}
+
+
+def is_torchscript_file(path: Path) -> bool:
+    """TorchScript archives hold ``constants.pkl`` and a ``code/`` folder; torch.save files do not."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        return any(n.endswith("/constants.pkl") or "/code/" in n for n in zf.namelist())
+
+
+def resolve_model(arg: str | Path) -> ModelRef:
+    """Work out what ``arg`` is: a run folder, a model.pt, a saved_model.pt or a submission.zip."""
+    path = Path(arg)
+    hint = "pass a guie-train run folder, its model.pt, a TorchScript saved_model.pt or a submission.zip"
+    if path.is_dir():
+        name = path.resolve().name
+        if (path / MODEL_FILENAME).is_file():
+            return ModelRef(name, path / MODEL_FILENAME, "eager", str(arg))
+        if (path / SAVED_MODEL).is_file():
+            return ModelRef(name, path / SAVED_MODEL, "torchscript", str(arg))
+        raise GuieError(f"no {MODEL_FILENAME} or {SAVED_MODEL} in {str(arg)!r}; {hint}")
+    if not path.is_file():
+        raise GuieError(f"model {str(arg)!r} does not exist; {hint}")
+    name = path.resolve().parent.name if path.name in GENERIC_NAMES else path.stem
+    if path.suffix == ".zip":
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except zipfile.BadZipFile:
+            raise GuieError(f"{str(arg)!r} is not a readable zip file; {hint}") from None
+        if SAVED_MODEL not in names:
+            raise GuieError(f"{str(arg)!r} holds no {SAVED_MODEL} at its root (found: {', '.join(names[:5]) or 'nothing'}); "
+                            f"a submission.zip must hold {SAVED_MODEL} at its root")
+        return ModelRef(name, path, "torchscript", str(arg))
+    if is_torchscript_file(path):
+        return ModelRef(name, path, "torchscript", str(arg))
+    return ModelRef(name, path, "eager", str(arg))
+
+
+def resolve_models(args: Sequence[str | Path]) -> list[ModelRef]:
+    """ModelRefs with unique names (``name-2``, ... for repeats)."""
+    if not args:
+        raise GuieError("no model given; pass a run folder, a saved_model.pt or a submission.zip")
+    refs: list[ModelRef] = []
+    used: set[str] = set()
+    for arg in args:
+        ref = resolve_model(arg)
+        name, n = ref.name, 2
+        while name in used:
+            name, n = f"{ref.name}-{n}", n + 1
+        used.add(name)
+        refs.append(ModelRef(name, ref.path, ref.kind, ref.source))
+    return refs
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto: CUDA when present, else CPU."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise GuieError("--device cuda asked for, but no CUDA device is available; use --device cpu or auto")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def default_workers() -> int:
+    """DataLoader workers: one per core, leaving one for the main process, at most 8."""
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+class HostImageDataset(Dataset):
+    """Items ``(uint8 tensor (3, H, W) at original size, position, ok)``, made as the host made them."""
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        self.paths = list(paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, bool]:
+        from torchvision.transforms.functional import pil_to_tensor
+
+        try:
+            return pil_to_tensor(load_rgb(self.paths[i])), i, True
+        except Exception:  # noqa: BLE001 - any decode failure is a bad image, reported by the caller
+            return torch.zeros(3, 1, 1, dtype=torch.uint8), i, False
+
+
+@dataclass
+class Embeddings:
+    """Per model, an ``(N, d)`` float32 array of unit rows (zeros for unreadable images); plus the unreadable ones."""
+
+    vectors: dict[str, np.ndarray]
+    bad: dict[int, str]  # position -> reason
+    warnings: list[str]
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def _embed_eager_group(refs: list[ModelRef], paths: Sequence[str], device: torch.device, batch_size: int,
+                       workers: int, bad: dict[int, str]) -> dict[str, np.ndarray]:
+    from guie.model.backbone import eval_transform
+    from guie.model.embedder import load_embedder
+    from guie.model.model_file import projection_from
+
+    embedder, backbone = load_embedder(refs[0].path, device)
+    projections = {refs[0].name: embedder.projection}
+    for ref in refs[1:]:
+        projections[ref.name] = projection_from(read_model_file(ref.path)).to(device)
+    out = {name: np.zeros((len(paths), p.dim), np.float32) for name, p in projections.items()}
+    dataset = ImageDataset(paths, eval_transform(backbone.preprocess_cfg), backbone.image_size)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, shuffle=False,
+                        pin_memory=device.type == "cuda")
+    use_amp = device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    label = refs[0].name if len(refs) == 1 else f"{len(refs)} models on {backbone.spec.name}"
+    with tqdm(total=len(paths), desc=f"embed ({label})", unit="img", dynamic_ncols=True) as bar, \
+            torch.inference_mode():
+        for pixels, pos, ok in loader:
+            ok = ok.bool()
+            for i in pos[~ok].tolist():
+                bad[i] = "unreadable or corrupt image"
+            if ok.any():
+                x = pixels[ok].to(device, non_blocking=True)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                    features = embedder.visual(x)
+                rows = pos[ok].numpy()
+                for name, projection in projections.items():
+                    out[name][rows] = projection(features.float()).float().cpu().numpy()
+            bar.update(len(pos))
+    return out
+
+
+def load_torchscript(ref: ModelRef, device: torch.device) -> torch.jit.ScriptModule:
+    """``torch.jit.load`` the saved_model.pt (out of its submission.zip when zipped), on ``device``."""
+    try:
+        if ref.path.suffix == ".zip":
+            with tempfile.TemporaryDirectory(prefix="guie-eval-") as tmp, zipfile.ZipFile(ref.path) as zf:
+                module = torch.jit.load(zf.extract(SAVED_MODEL, tmp), map_location="cpu")
+        else:
+            module = torch.jit.load(str(ref.path), map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - torch reports foreign or newer-format files many ways
+        raise GuieError(f"cannot load {ref.source!r} with torch.jit.load ({type(exc).__name__}: "
+                        f"{str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ''}); pass a TorchScript "
+                        "saved_model.pt (made by this or an older torch)") from None
+    return module.eval().to(device)
+
+
+def _embed_torchscript(ref: ModelRef, paths: Sequence[str], device: torch.device, workers: int,
+                       bad: dict[int, str], warnings: list[str]) -> np.ndarray:
+    module = load_torchscript(ref, device)
+    rows: dict[int, np.ndarray] = {}
+    dim: int | None = None
+    loader = DataLoader(HostImageDataset(paths), batch_size=None, num_workers=workers, shuffle=False)
+    with tqdm(total=len(paths), desc=f"embed ({ref.name}, one image at a time)", unit="img",
+              dynamic_ncols=True) as bar, torch.inference_mode():
+        for x, i, ok in loader:
+            bar.update(1)
+            if not ok:
+                bad[int(i)] = "unreadable or corrupt image"
+                continue
+            try:
+                vec = module(x.unsqueeze(0).to(device))[0].flatten().float().cpu().numpy()
+            except Exception as exc:  # noqa: BLE001 - TorchScript raises RuntimeError subclasses for anything
+                first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+                raise GuieError(f"model {ref.name!r} fails on image {paths[int(i)]!r} of size "
+                                f"{tuple(x.shape[1:])} ({type(exc).__name__}: {first}); the host would fail too: "
+                                "fix the module") from None
+            if dim is None:
+                dim = len(vec)
+            elif len(vec) != dim:
+                raise GuieError(f"model {ref.name!r} returns {len(vec)} values for {paths[int(i)]!r} but {dim} "
+                                "for earlier images; its output must have one fixed size")
+            if not np.isfinite(vec).all():
+                raise GuieError(f"model {ref.name!r} returns non-finite values for {paths[int(i)]!r}; fix the module")
+            rows[int(i)] = vec
+    out = np.zeros((len(paths), dim or 0), np.float32)
+    for i, vec in rows.items():
+        out[i] = vec
+    if rows:
+        norms = np.linalg.norm(out[list(rows)], axis=1)
+        if np.abs(norms - 1).max() > 1e-3:
+            warnings.append(f"{ref.name}: outputs are not L2-normalised (norms {norms.min():.3g} to {norms.max():.3g}); "
+                            "guie-eval normalises them, but the host ranked raw outputs by Euclidean distance")
+        if dim and dim > 64:
+            warnings.append(f"{ref.name}: outputs have {dim} values; the competition allowed at most 64")
+    return out
+
+
+def embed_images(refs: Sequence[ModelRef], paths: Sequence[str], device: str | torch.device = "auto",
+                 batch_size: int = 64, workers: int | None = None,
+                 log: Callable[[str], None] = print) -> Embeddings:
+    """Unit-length embeddings of ``paths`` under every model in ``refs``."""
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    n_workers = default_workers() if workers is None else workers
+    bad: dict[int, str] = {}
+    warnings: list[str] = []
+    vectors: dict[str, np.ndarray] = {}
+    groups: dict[str, list[ModelRef]] = {}
+    for ref in refs:
+        if ref.kind == "eager":
+            data = read_model_file(ref.path)
+            key = repr((sorted(data["backbone"].items()), sorted(data["preprocess_cfg"].items())))
+            groups.setdefault(key, []).append(ref)
+    for group in groups.values():
+        log(f"embedding {len(paths)} images with {', '.join(r.name for r in group)} (eager, {dev})")
+        vectors.update(_embed_eager_group(group, paths, dev, batch_size, n_workers, bad))
+    for ref in refs:
+        if ref.kind == "torchscript":
+            log(f"embedding {len(paths)} images with {ref.name} (TorchScript, one image at a time as the host did)")
+            vectors[ref.name] = _embed_torchscript(ref, paths, dev, n_workers, bad, warnings)
+    return Embeddings({r.name: l2_normalise(vectors[r.name]) for r in refs}, bad, warnings)

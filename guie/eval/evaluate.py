@@ -1,0 +1,120 @@
+"""guie-eval end to end: models x tasks -> embeddings -> exact k-NN (faiss) -> mP@5, P@1, mAP@5 per task and domain.
+
+The result is one JSON-ready dict (see :func:`evaluate`), which guie.eval.report turns into
+the terminal table, JSON, CSV, Markdown and the bar chart, and guie-train stores in eval.json.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from guie.errors import GuieError
+from guie.eval.metrics import calibrated_precision_per_query, map_at_k, precision_at_1
+from guie.eval.retrieval import knn
+from guie.eval.tasks import RetrievalTask, TaskOptions, build_tasks
+from guie.version import __version__
+
+K = 5
+METRICS = (f"mP@{K}", "P@1", f"mAP@{K}")
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Task drawing (see guie.eval.tasks) and embedding options."""
+
+    seed: int = 0
+    query_frac: float = 0.2
+    max_classes: int | None = None
+    max_queries: int | None = None
+    batch_size: int = 64
+    workers: int | None = None
+    device: str = "auto"
+
+    def task_options(self) -> TaskOptions:
+        return TaskOptions(self.seed, self.query_frac, self.max_classes, self.max_queries).validate()
+
+
+def score_retrieval(ids: np.ndarray, query_labels: list[str], index_labels: list[str]) -> dict[str, float]:
+    """mP@5 (the host's calibrated precision), P@1 and mAP@5 from k-NN index positions."""
+    per_query = calibrated_precision_per_query(ids, query_labels, index_labels, K)
+    return {f"mP@{K}": float(per_query.mean()), "P@1": precision_at_1(ids, query_labels, index_labels),
+            f"mAP@{K}": map_at_k(ids, query_labels, index_labels, K)}
+
+
+def evaluate_task(task: RetrievalTask, vectors: np.ndarray, position: dict[str, int]) -> dict[str, Any]:
+    """Scores of one model on one task; ``vectors[position[path]]`` is an image's embedding."""
+    xq = vectors[[position[r.path] for r in task.query]]
+    xb = vectors[[position[r.path] for r in task.index]]
+    query_labels = [r.class_key for r in task.query]
+    index_labels = [r.class_key for r in task.index]
+    _, ids = knn(xb, xq, K)
+    result: dict[str, Any] = {**score_retrieval(ids, query_labels, index_labels),
+                              "queries": len(task.query), "index": len(task.index)}
+    domains = sorted({r.domain for r in task.query})
+    if len(domains) > 1:
+        query_domains = np.array([r.domain for r in task.query])
+        result["domains"] = []
+        for domain in domains:
+            rows = np.flatnonzero(query_domains == domain)
+            scores = score_retrieval(ids[rows], [query_labels[i] for i in rows], index_labels)
+            result["domains"].append({"domain": domain, **scores, "queries": len(rows)})
+    return result
+
+
+def mean_over_tasks(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The unweighted mean of each metric over tasks."""
+    return {**{m: float(np.mean([r[m] for r in results])) for m in METRICS}, "tasks": len(results)}
+
+
+def evaluate(models: Sequence[str | Path], task_specs: Sequence[str], settings: EvalSettings = EvalSettings(),
+             log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Evaluate every model on every task; returns the report dict.
+
+    Keys: ``k``, ``settings``, ``models`` (name, path, kind), ``tasks`` (name, spec, rule,
+    sizes, dropped queries and skipped rows with reasons), ``results`` (one per model and
+    task: mP@5, P@1, mAP@5, queries, index, and ``domains`` when a task has several),
+    ``mean`` (per model, over tasks), ``warnings``.
+    """
+    started = time.perf_counter()
+    tasks = build_tasks(list(task_specs), settings.task_options())  # data errors surface before torch loads
+    from guie.eval.embed import embed_images, resolve_models
+
+    refs = resolve_models(models)
+    for task in tasks:
+        log(f"task {task.name} ({task.spec}): {len(task.query)} queries, {len(task.index)} index images; {task.rule}"
+            + (f"; {len(task.dropped)} queries dropped ({task.dropped[0][1]})" if task.dropped else ""))
+    paths = sorted({r.path for task in tasks for r in (*task.query, *task.index)})
+    position = {p: i for i, p in enumerate(paths)}
+    emb = embed_images(refs, paths, settings.device, settings.batch_size, settings.workers, log)
+    bad_paths = {paths[i]: why for i, why in emb.bad.items()}
+    if bad_paths:
+        log(f"skipping {len(bad_paths)} unreadable images (listed in the report)")
+    tasks = [task.without(bad_paths) for task in tasks]
+    results = []
+    for ref in refs:
+        for task in tasks:
+            if not task.query or not task.index:
+                raise GuieError(f"task {task.name!r} has no usable queries or index left after dropping "
+                                f"{len(bad_paths)} unreadable images; fix the image files")
+            results.append({"model": ref.name, "task": task.name,
+                            **evaluate_task(task, emb.vectors[ref.name], position)})
+    means = [{"model": ref.name, **mean_over_tasks([r for r in results if r["model"] == ref.name])} for ref in refs]
+    for warning in emb.warnings:
+        log(f"warning: {warning}")
+    return {
+        "guie_version": __version__,
+        "k": K,
+        "settings": asdict(settings),
+        "models": [ref.describe() for ref in refs],
+        "tasks": [task.summary() for task in tasks],
+        "results": results,
+        "mean": means,
+        "unreadable_images": [{"path": p, "reason": why} for p, why in sorted(bad_paths.items())],
+        "warnings": emb.warnings,
+        "seconds": round(time.perf_counter() - started, 2),
+    }

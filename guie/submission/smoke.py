@@ -1,0 +1,321 @@
+"""guie-smoke: run a package's notebook in an emulated Kaggle, then check its submission.zip as the host would.
+
+1. A temporary tree like Kaggle's: ``kaggle/input/<dataset slug>/`` holding the dataset folder's
+   files (as Kaggle mounts it: without dataset-metadata.json, read-only) and ``kaggle/working/``,
+   the notebook's working directory.
+2. The kernel folder's notebook runs there with nbclient, on this interpreter, with ``/kaggle``
+   redirected by the one mechanism the notebook honours: ``GUIE_KAGGLE_ROOT``. The kernel
+   cannot import guie (a finder refuses it), since Kaggle has no guie.
+3. ``working/submission.zip`` is checked in a fresh ``python -I`` that cannot import guie either
+   (host_check.py): real images of mixed sizes and formats fed as the host did, shape, dtype,
+   finiteness, unit norm, determinism, batch independence, distinct outputs; then mP@5 here, on
+   the same small labelled set (guie's handwritten digits, or ``--images``).
+
+A failure raises SmokeFailure naming the check or the notebook cell. ``BUILD/smoke/`` receives
+report.json and the executed notebook; the kernel and dataset folders are never touched.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from guie.errors import GuieError
+from guie.fileio import write_json, write_text
+from guie.submission.folders import DATASET_METADATA, read_package
+from guie.submission.notebook import ROOT_ENV
+
+HOST_CHECK = Path(__file__).with_name("host_check.py")
+REPORT_DIR = "smoke"
+KERNEL_NAME = "guie-smoke"
+# Never handed to the notebook kernel or the host check: they need no credentials.
+SECRET_ENV = ("KAGGLE_KEY", "KAGGLE_USERNAME", "KAGGLE_API_TOKEN", "KAGGLE_CONFIG_DIR", "WANDB_API_KEY")
+DIGIT_SIZES = ((32, 32), (64, 64), (48, 80), (120, 72), (224, 224), (37, 53))  # (width, height)
+
+# The notebook kernel: ipykernel on this interpreter (see python_flags), with guie made unimportable.
+_KERNEL_BOOT = """\
+import sys
+class _NoGuie:
+    def find_spec(self, name, path=None, target=None):
+        if name == "guie" or name.startswith("guie."):
+            raise ModuleNotFoundError("guie is not installed at Kaggle; the notebook must not import it")
+        return None
+sys.meta_path.insert(0, _NoGuie())
+from ipykernel.kernelapp import launch_new_instance
+launch_new_instance()
+"""
+
+
+class SmokeFailure(GuieError):
+    """A smoke check failed (exit 1); usage problems stay plain GuieError (exit 2)."""
+
+    exit_code = 1
+
+    def __init__(self, check: str, detail: str) -> None:
+        super().__init__(f"smoke check {check!r} failed: {detail}")
+        self.check, self.detail = check, detail
+
+
+@dataclass
+class LabelledImages:
+    paths: list[str]
+    labels: list[str]
+
+    def split(self) -> tuple[list[int], list[int]]:
+        """Per class: the first third (at least one) are queries, the rest the index."""
+        by_label: dict[str, list[int]] = {}
+        for i, label in enumerate(self.labels):
+            by_label.setdefault(label, []).append(i)
+        queries: list[int] = []
+        index: list[int] = []
+        for members in by_label.values():
+            if len(members) < 2:
+                continue
+            n_query = max(1, math.ceil(len(members) / 3))
+            queries += members[:n_query]
+            index += members[n_query:]
+        return queries, index
+
+
+def digit_images(dest: Path, per_class: int = 6) -> LabelledImages:
+    """Real handwritten digits at mixed sizes (incl. non-square) and formats (PNG, JPEG, greyscale)."""
+    from PIL import Image
+
+    from guie.data.demo import write_digits
+
+    source = write_digits(dest / "digits-32", per_class=per_class)
+    paths, labels = [], []
+    k = 0
+    for class_dir in sorted(p for p in source.iterdir() if p.is_dir()):
+        for src in sorted(class_dir.glob("*.png")):
+            width, height = DIGIT_SIZES[k % len(DIGIT_SIZES)]
+            with Image.open(src) as img:
+                img = img.convert("RGB").resize((width, height), Image.BICUBIC)
+            target = dest / "images" / class_dir.name / src.stem
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if k % 3 == 2:
+                target = target.with_suffix(".jpg")
+                img.save(target, quality=92)
+            elif k % 5 == 4:
+                target = target.with_suffix(".png")
+                img.convert("L").save(target)
+            else:
+                target = target.with_suffix(".png")
+                img.save(target)
+            paths.append(str(target))
+            labels.append(class_dir.name)
+            k += 1
+    return LabelledImages(paths, labels)
+
+
+def folder_images(root: Path, per_class: int = 10, max_classes: int = 50) -> LabelledImages:
+    """A user's imagefolder (one sub-folder per class), capped to keep the smoke run short."""
+    from guie.data.imagefolder import scan_class_folders
+
+    records, _ = scan_class_folders(root, domain="smoke")
+    paths, labels, counts = [], [], {}
+    for rec in records:
+        if counts.get(rec.label, 0) >= per_class or (rec.label not in counts and len(counts) >= max_classes):
+            continue
+        counts[rec.label] = counts.get(rec.label, 0) + 1
+        paths.append(rec.path)
+        labels.append(rec.label)
+    if sum(1 for n in counts.values() if n >= 2) < 2:
+        raise GuieError(f"--images {str(root)!r} needs at least two class sub-folders with two or more images each")
+    return LabelledImages(paths, labels)
+
+
+def python_flags() -> list[str]:
+    """``-I`` (isolated: no PYTHONPATH, user site or script folder) unless torch lives in the user site.
+
+    Isolation alone does not hide guie (an editable install's finder sits in site-packages); the
+    finder both subprocesses install first does that.
+    """
+    import importlib.util
+    import site
+
+    spec = importlib.util.find_spec("torch")
+    user_site = site.getusersitepackages() if site.ENABLE_USER_SITE else None
+    if spec and spec.origin and user_site and str(spec.origin).startswith(str(user_site)):
+        return []
+    return ["-I"]
+
+
+def kernel_env(root: Path, work: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
+    env.update({ROOT_ENV: str(root), "IPYTHONDIR": str(work / "ipython"), "MPLBACKEND": "Agg",
+                "PYDEVD_DISABLE_FILE_VALIDATION": "1"})
+    return env
+
+
+def emulate_kaggle(work: Path, dataset_dir: Path, slug: str) -> Path:
+    """``work/kaggle`` with ``input/<slug>/`` (the dataset's files, read-only folder) and ``working/``."""
+    root = work / "kaggle"
+    mounted = root / "input" / slug
+    mounted.mkdir(parents=True)
+    for item in sorted(dataset_dir.iterdir()):
+        if item.name != DATASET_METADATA:  # the client uploads every file but the metadata
+            (mounted / item.name).symlink_to(item.resolve(), target_is_directory=item.is_dir())
+    mounted.chmod(stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP)
+    (root / "working").mkdir()
+    return root
+
+
+def _release(work: Path) -> None:
+    for folder in work.rglob("*"):
+        if folder.is_dir() and not folder.is_symlink():
+            folder.chmod(folder.stat().st_mode | stat.S_IWUSR)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _kernel_manager(work: Path) -> Any:
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import AsyncKernelManager
+
+    spec_dir = work / "kernels" / KERNEL_NAME
+    spec_dir.mkdir(parents=True)
+    write_json(spec_dir / "kernel.json", {
+        "argv": [sys.executable, *python_flags(), "-c", _KERNEL_BOOT, "-f", "{connection_file}"],
+        "display_name": "guie-smoke (this Python, without guie)",
+        "language": "python",
+    })
+    specs = KernelSpecManager(kernel_dirs=[str(spec_dir.parent)])
+    # IPC sockets in the private work folder: no TCP port is opened for the kernel.
+    return AsyncKernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=specs, transport="ipc",
+                              connection_file=str(work / "kernel-connection.json"), ip=str(work / "kernel-ipc"))
+
+
+def summarise_error(text: str) -> str:
+    """One line of an error message; of a multi-line one (TorchScript tracebacks) its last line."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return (lines[-1] if lines else "")[:300]
+
+
+def _cell_name(nb: Any, index: int) -> str:
+    cell = nb.cells[index]
+    code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+    number = code_cells.index(index) + 1 if index in code_cells else index + 1
+    return f"notebook cell '{cell.get('id', index)}' (code cell {number} of {len(code_cells)})"
+
+
+def run_notebook(nb_path: Path, root: Path, work: Path, timeout: float, executed_path: Path | None) -> Any:
+    """Execute the notebook in ``root/working``; on failure, name the cell and its error."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+
+    nb = nbformat.read(str(nb_path), as_version=4)
+    current = {"index": 0}
+
+    def on_cell_start(cell: Any, cell_index: int) -> None:
+        current["index"] = cell_index
+
+    client = NotebookClient(nb, km=_kernel_manager(work), kernel_name=KERNEL_NAME, timeout=int(timeout),
+                            startup_timeout=120, shutdown_kernel="immediate", on_cell_start=on_cell_start,
+                            resources={"metadata": {"path": str(root / "working")}})
+    try:
+        client.execute(env=kernel_env(root, work), cleanup_kc=True)
+    except CellExecutionError as exc:
+        evalue = summarise_error(exc.evalue)
+        raise SmokeFailure("notebook", f"{_cell_name(nb, current['index'])} raised {exc.ename}: {evalue}") from None
+    except CellTimeoutError:
+        raise SmokeFailure("notebook", f"{_cell_name(nb, current['index'])} ran past --timeout {timeout:.0f} s") from None
+    except DeadKernelError:
+        raise SmokeFailure("notebook", f"the kernel died during {_cell_name(nb, current['index'])} "
+                                       "(out of memory?)") from None
+    except RuntimeError as exc:  # kernel did not start
+        raise SmokeFailure("notebook", f"the notebook kernel did not start: {summarise_error(exc)}") from None
+    finally:
+        if executed_path is not None:
+            write_text(executed_path, nbformat.writes(nb) + "\n")
+    return nb
+
+
+def check_submission(zip_path: Path, images: LabelledImages, work: Path, timeout: float = 600.0) -> dict[str, Any]:
+    """The host's view of ``zip_path``, in a fresh ``python -I`` without guie; then mP@5 on ``images``."""
+    from guie.eval.metrics import mean_precision_at_k
+    from guie.eval.retrieval import knn
+
+    out = work / "host"
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "manifest.json", {"images": images.paths})
+    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
+    try:
+        proc = subprocess.run([sys.executable, *python_flags(), str(HOST_CHECK), str(zip_path), str(out / "manifest.json"),
+                               str(out)], capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        raise SmokeFailure("host-check", f"checking {len(images.paths)} images took over {timeout:.0f} s") from None
+    result_path = out / "result.json"
+    if proc.returncode != 0 or not result_path.is_file():
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SmokeFailure("host-check", f"the checker crashed (exit {proc.returncode}): {tail}")
+    result = json.loads(result_path.read_text(encoding="utf-8"))
+    if result["failed"]:
+        raise SmokeFailure(result["failed"]["check"], result["failed"]["detail"])
+    embeddings = np.load(out / "embeddings.npy")
+    queries, index = images.split()
+    _, ids = knn(embeddings[index], embeddings[queries], k=5)
+    score = mean_precision_at_k(ids, [images.labels[i] for i in queries], [images.labels[i] for i in index], k=5)
+    return {**result, "mP@5": score, "queries": len(queries), "index": len(index),
+            "classes": len(set(images.labels))}
+
+
+def run_smoke(build: str | Path, *, images: str | Path | None = None, min_mp5: float = 0.0,
+              timeout: float = 600.0, keep: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Emulate the host on BUILD (see the module docstring); return the report, raise SmokeFailure."""
+    build = Path(build)
+    dataset_dir, kernel_dir, ds_meta, kn_meta = read_package(build)
+    slug = ds_meta["id"].split("/")[1]
+    report: dict[str, Any] = {"build": str(build.resolve()), "dataset": ds_meta["id"], "kernel": kn_meta["id"],
+                              "passed": [], "failed": None}
+    report_dir = build / REPORT_DIR
+    work = Path(tempfile.mkdtemp(prefix="guie-smoke-"))
+    started = time.perf_counter()
+    try:
+        root = emulate_kaggle(work, dataset_dir, slug)
+        nb_path = kernel_dir / kn_meta["code_file"]
+        log(f"running {nb_path.name} with {ROOT_ENV}={root} (input/{slug}/, working/)")
+        run_notebook(nb_path, root, work, timeout, report_dir / "executed.ipynb")
+        report["passed"].append("notebook")
+        log("ok  notebook: every cell ran")
+        submission = root / "working" / "submission.zip"
+        if not submission.is_file():
+            raise SmokeFailure("submission-written", "the notebook finished without writing working/submission.zip")
+        report["passed"].append("submission-written")
+        labelled = folder_images(Path(images)) if images else digit_images(work / "data")
+        source = str(images) if images else "handwritten digits"
+        log(f"host check: {len(labelled.paths)} images ({source}) of mixed sizes, in a fresh python -I without guie")
+        result = check_submission(submission, labelled, work, timeout)
+        report["passed"] += result["passed"]
+        for name in result["passed"]:
+            log(f"ok  {name}")
+        report.update({k: result[k] for k in ("mP@5", "queries", "index", "classes", "torch_version")})
+        log(f"mP@5 {result['mP@5']:.4f} ({result['queries']} queries against {result['index']} images, "
+            f"{result['classes']} classes)")
+        if result["mP@5"] < min_mp5:
+            raise SmokeFailure("mP@5", f"{result['mP@5']:.4f} is below --min-mp5 {min_mp5}")
+        report["passed"].append("mP@5")
+    except SmokeFailure as exc:
+        report["failed"] = {"check": exc.check, "detail": exc.detail}
+        raise
+    finally:
+        report["seconds"] = round(time.perf_counter() - started, 2)
+        write_json(report_dir / "report.json", report)
+        if keep:
+            log(f"kept the emulated tree: {work}")
+        else:
+            _release(work)
+    log(f"smoke passed: {build / 'kernel'} is ready for: kaggle kernels push -p {build / 'kernel'}")
+    return report

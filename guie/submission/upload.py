@@ -1,0 +1,207 @@
+"""Upload a guie-package build through the official kaggle client: dataset, then notebook.
+
+The only module in guie that reads Kaggle credentials, and only to learn whether the client will
+find some (never their values). The client is imported lazily, with credentials already in place:
+importing any part of the ``kaggle`` package authenticates at import time (2.x prints help or
+raises SystemExit without credentials, 1.x raises OSError).
+
+Steps: the dataset is created, or given a new version when it exists (the dataset folder holds
+only files; ``dir_mode="zip"`` would keep a sub-folder rather than silently drop it); the client
+answers many failures in ``.error``/``.status`` instead of raising, and both are checked. Then the
+dataset's status is polled until ready (bounded, one line per change), and only then is the
+notebook pushed, so a failed dataset never leaves a notebook pointing at nothing.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from guie.errors import GuieError
+from guie.submission.folders import read_package
+from guie.submission.kaggle_ids import KaggleRef, parse_dataset_id, parse_kernel_id
+
+CREDENTIALS_HELP = (
+    "no Kaggle credentials found, nothing was uploaded: create an API token at "
+    "https://www.kaggle.com/settings/api and export KAGGLE_API_TOKEN=<token> (or save it to "
+    "~/.kaggle/access_token), or put kaggle.json in ~/.kaggle (or $KAGGLE_CONFIG_DIR), or set "
+    "KAGGLE_USERNAME and KAGGLE_KEY"
+)
+
+
+def kaggle_config_dir(env: Mapping[str, str]) -> Path:
+    """Where the client looks for kaggle.json: $KAGGLE_CONFIG_DIR, ~/.kaggle, else the XDG folder on Linux."""
+    if env.get("KAGGLE_CONFIG_DIR"):
+        return Path(env["KAGGLE_CONFIG_DIR"]).expanduser()
+    legacy = Path("~/.kaggle").expanduser()
+    if sys.platform.startswith("linux") and not legacy.exists():
+        return Path(env.get("XDG_CONFIG_HOME") or Path("~/.config").expanduser()) / "kaggle"
+    return legacy
+
+
+def find_credentials(env: Mapping[str, str] | None = None) -> str | None:
+    """Where the kaggle client will find credentials, in its own order, or None. Never a secret itself."""
+    env = os.environ if env is None else env
+    if env.get("KAGGLE_API_TOKEN"):
+        return "KAGGLE_API_TOKEN"
+    home = Path("~/.kaggle").expanduser()
+    for name in ("access_token", "access_token.txt"):
+        token_file = home / name
+        if token_file.is_file() and token_file.stat().st_size > 0:
+            return str(token_file)
+    config = kaggle_config_dir(env) / "kaggle.json"
+    values: dict[str, Any] = {}
+    if config.is_file():
+        try:
+            loaded = json.loads(config.read_text(encoding="utf-8") or "{}")
+            values = loaded if isinstance(loaded, dict) else {}
+        except (OSError, ValueError):
+            values = {}
+    from_env = {k: env[f"KAGGLE_{k.upper()}"] for k in ("username", "key") if env.get(f"KAGGLE_{k.upper()}")}
+    if (values | from_env).get("username") and (values | from_env).get("key"):
+        return "KAGGLE_USERNAME/KAGGLE_KEY" if len(from_env) == 2 else str(config)
+    if (home / "credentials.json").is_file():
+        return f"{home / 'credentials.json'} (kaggle auth login)"
+    return None
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())[:400]
+
+
+def api_error(action: str, exc: BaseException) -> GuieError:
+    """One clear line for an exception out of the kaggle client."""
+    import requests
+
+    if isinstance(exc, requests.HTTPError):
+        code = exc.response.status_code if exc.response is not None else "?"
+        hint = {401: "; the credentials were rejected, renew the token at https://www.kaggle.com/settings/api",
+                403: "; permission denied: is OWNER your Kaggle user name (or one of your organisations)?"}
+        return GuieError(f"Kaggle answered HTTP {code} to {action}: {_one_line(exc)}{hint.get(code, '')}")
+    if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
+        return GuieError(f"cannot reach Kaggle for {action} ({type(exc).__name__}); check the network and retry")
+    if isinstance(exc, ValueError):
+        return GuieError(f"the kaggle client refused {action}: {_one_line(exc)}")
+    if isinstance(exc, SystemExit):
+        return GuieError(f"the kaggle client stopped during {action} (exit {exc.code}); see its output above")
+    return GuieError(f"{action} failed: {type(exc).__name__}: {_one_line(exc)}")
+
+
+def _call(action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except GuieError:
+        raise
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the client raises many types; each becomes one line
+        raise api_error(action, exc) from None
+
+
+def check_response(action: str, response: Any) -> Any:
+    """The client returns many failures in ``.error``/``.status`` rather than raising."""
+    if response is None:
+        raise GuieError(f"{action} failed: the kaggle client returned no response (see its output above)")
+    error = getattr(response, "error", None)
+    status = str(getattr(response, "status", "") or "").lower()
+    if error or status == "error":
+        raise GuieError(f"Kaggle refused {action}: {_one_line(error or status)}")
+    return response
+
+
+def kaggle_client(source: str) -> Any:
+    """An authenticated KaggleApi; imported only here, with credentials already in place."""
+    try:
+        from kaggle.api.kaggle_api_extended import KaggleApi
+    except ImportError:
+        raise GuieError("the kaggle client is not installed; pip install kaggle") from None
+    except (OSError, SystemExit):
+        raise GuieError(f"the kaggle client did not start with the credentials from {source}; check them with "
+                        "`kaggle datasets list --mine`") from None
+    api = KaggleApi()
+    try:
+        api.authenticate()
+    except SystemExit:
+        raise GuieError(f"Kaggle did not accept the credentials from {source}; {CREDENTIALS_HELP.split(': ', 1)[1]}") from None
+    except Exception as exc:  # noqa: BLE001
+        raise api_error("signing in", exc) from None
+    return api
+
+
+def dataset_exists(api: Any, ref: KaggleRef) -> bool:
+    """``dataset_status`` answering means it exists; HTTP 404 (or 403, someone else's private one) means not."""
+    import requests
+
+    try:
+        api.dataset_status(str(ref))
+        return True
+    except requests.HTTPError as exc:
+        if exc.response is not None and exc.response.status_code in (403, 404):
+            return False
+        raise api_error(f"the status of dataset {ref}", exc) from None
+    except (Exception, SystemExit) as exc:  # noqa: BLE001
+        raise api_error(f"the status of dataset {ref}", exc) from None
+
+
+def wait_until_ready(api: Any, ref: KaggleRef, wait: float, poll: float, log: Callable[[str], None],
+                     clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> str:
+    """Poll the dataset's status until ``ready``; fail on ``failed``/``deleted`` or after ``wait`` seconds."""
+    start, last = clock(), None
+    while True:
+        status = str(_call(f"the status of dataset {ref}", api.dataset_status, str(ref))).lower()
+        elapsed = clock() - start
+        if status != last:
+            log(f"dataset {ref}: {status} ({elapsed:.0f} s)")
+            last = status
+        if status == "ready":
+            return status
+        if status in ("failed", "deleted"):
+            raise GuieError(f"Kaggle reports dataset {ref} as {status}; the notebook was not pushed. See "
+                            f"https://www.kaggle.com/datasets/{ref}, then rerun guie-package --upload")
+        if elapsed >= wait:
+            raise GuieError(f"dataset {ref} is still {status} after {wait:.0f} s; the notebook was not pushed. "
+                            "Once the dataset is ready, push it with: kaggle kernels push -p BUILD/kernel "
+                            "(or rerun with a longer --wait)")
+        sleep(max(0.0, min(poll, wait - elapsed)))
+
+
+def upload_package(build: str | Path, *, message: str, public: bool = False, wait: float = 600.0,
+                   poll: float = 10.0, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Create or version the dataset, wait until it is ready, push the notebook; return the URLs."""
+    build = Path(build)
+    dataset_dir, kernel_dir, ds_meta, kn_meta = read_package(build)
+    dataset, kernel = parse_dataset_id(ds_meta["id"]), parse_kernel_id(kn_meta["id"])
+    source = find_credentials()
+    if source is None:
+        raise GuieError(CREDENTIALS_HELP)
+    api = kaggle_client(source)
+    log(f"signed in to Kaggle (credentials from {source})")
+
+    created = not dataset_exists(api, dataset)
+    if created:
+        log(f"creating dataset {dataset} ({'public' if public else 'private'})")
+        response = _call(f"creating dataset {dataset}", api.dataset_create_new, str(dataset_dir),
+                         public=public, quiet=False, dir_mode="zip")
+    else:
+        log(f"dataset {dataset} exists; uploading a new version: {message}")
+        response = _call(f"a new version of dataset {dataset}", api.dataset_create_version, str(dataset_dir),
+                         version_notes=message, quiet=False, dir_mode="zip")
+    check_response(f"{'creating' if created else 'versioning'} dataset {dataset}", response)
+    dataset_url = getattr(response, "url", None) or f"https://www.kaggle.com/datasets/{dataset}"
+    wait_until_ready(api, dataset, wait, poll, log)
+
+    log(f"pushing notebook {kernel}")
+    pushed = check_response(f"pushing notebook {kernel}", _call(f"pushing notebook {kernel}", api.kernels_push,
+                                                                str(kernel_dir)))
+    kernel_url = getattr(pushed, "url", None) or f"https://www.kaggle.com/code/{kernel}"
+    log(f"dataset: {dataset_url}")
+    log(f"notebook: {kernel_url}" + (f" (version {pushed.version_number})" if getattr(pushed, "version_number", None) else ""))
+    rejected = [*(getattr(pushed, "invalid_dataset_sources", None) or []),
+                *(getattr(pushed, "invalid_competition_sources", None) or [])]
+    if rejected:
+        raise GuieError(f"the notebook was pushed, but Kaggle did not attach {', '.join(rejected)}; check the ids "
+                        f"and that you joined the competition, then push again: kaggle kernels push -p {kernel_dir}")
+    return {"dataset": str(dataset), "kernel": str(kernel), "dataset_url": dataset_url, "kernel_url": kernel_url,
+            "created": created}

@@ -1,0 +1,180 @@
+"""guie-smoke: the notebook runs in an emulated Kaggle, and submission.zip is checked as the host would."""
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+
+import nbformat
+import pytest
+import submission_models as sm
+import torch
+from PIL import Image
+
+from guie.errors import GuieError
+from guie.submission import host_check
+from guie.submission.folders import PackageSpec, build_package
+from guie.submission.smoke import SmokeFailure, check_submission, digit_images, folder_images
+
+DATASET, KERNEL = "guie-tester/guie-smoke-model", "guie-tester/guie-smoke-inference"
+
+
+def package(tmp_path: Path, model: torch.nn.Module | None = None, name: str = "build") -> Path:
+    export = sm.write_export(tmp_path / f"{name}-export", model)
+    build_package(export, PackageSpec.create(DATASET, KERNEL), tmp_path / name, log=lambda _: None)
+    return tmp_path / name
+
+
+def tree_digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        digest.update(str(p.relative_to(folder)).encode())
+        if p.is_file():
+            digest.update(p.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    return digit_images(tmp_path_factory.mktemp("smoke-images"), per_class=4)
+
+
+def test_smoke_passes_on_a_good_package(tmp_path, cli):
+    build = package(tmp_path)
+    before = tree_digest(build / "kernel"), tree_digest(build / "dataset")
+    res = cli("smoke", str(build))
+    assert res.returncode == 0, res.stdout + res.stderr
+    for check in ("notebook", "zip-layout", "shape", "unit-norm", "deterministic", "batch-independent", "distinct"):
+        assert f"ok  {check}" in res.stdout
+    assert "mP@5 " in res.stdout and "smoke passed" in res.stdout
+    report = json.loads((build / "smoke" / "report.json").read_text())
+    assert report["failed"] is None and report["passed"][-1] == "mP@5"
+    assert report["mP@5"] > 0.5  # a random pixel projection of digits retrieves well above chance (~0.1)
+    executed = nbformat.read(str(build / "smoke" / "executed.ipynb"), as_version=4)
+    assert "ok: submission.zip loads" in json.dumps(executed.cells[-1].outputs)
+    assert (tree_digest(build / "kernel"), tree_digest(build / "dataset")) == before  # pushable unchanged
+
+
+def test_failing_notebook_cell_is_named(tmp_path, cli):
+    build = package(tmp_path, sm.FixedSize())
+    res = cli("smoke", str(build))
+    assert res.returncode == 1
+    lines = res.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: smoke check 'notebook' failed: notebook cell 'check-submission' "
+                                "(code cell 3 of 3) raised "), lines
+    assert "expected a 224x224 image" in lines[-1]
+    report = json.loads((build / "smoke" / "report.json").read_text())
+    assert report["failed"]["check"] == "notebook" and report["passed"] == []
+
+
+@pytest.mark.parametrize("damage, cell, error", [
+    ("missing-model", "find-model", "FileNotFoundError: saved_model.pt not found"),
+    ("imports-guie", "find-model", "ModuleNotFoundError: guie is not installed at Kaggle"),
+])
+def test_notebook_failures_name_the_cell(tmp_path, damage, cell, error):
+    from guie.submission.smoke import run_smoke
+
+    build = package(tmp_path)
+    if damage == "missing-model":
+        (build / "dataset" / "saved_model.pt").unlink()
+    else:  # a notebook that needs guie cannot work at Kaggle, so it must not work here either
+        nb_path = build / "kernel" / "guie-smoke-inference.ipynb"
+        nb = nbformat.read(str(nb_path), as_version=4)
+        nb.cells[1].source = "import guie.errors\n" + nb.cells[1].source
+        nbformat.write(nb, str(nb_path))
+    with pytest.raises(SmokeFailure) as err:
+        run_smoke(build, log=lambda _: None)
+    assert err.value.check == "notebook"
+    assert f"notebook cell '{cell}' (code cell 1 of 3) raised {error}" in str(err.value)
+
+
+def test_internet_on_is_refused_before_running(tmp_path):
+    from guie.submission.smoke import run_smoke
+
+    build = package(tmp_path)
+    meta_path = build / "kernel" / "kernel-metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta["enable_internet"] = True
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(GuieError, match="must set enable_internet to false"):
+        run_smoke(build, log=lambda _: None)
+
+
+def test_digit_images_are_real_and_mixed(images):
+    sizes, modes, suffixes = set(), set(), set()
+    for path in images.paths:
+        with Image.open(path) as img:
+            sizes.add(img.size)
+            modes.add(img.mode)
+        suffixes.add(Path(path).suffix)
+    assert len(sizes) >= 5 and any(w != h for w, h in sizes)
+    assert {"RGB", "L"} <= modes and suffixes == {".png", ".jpg"}
+    queries, index = images.split()
+    assert len(queries) == 20 and len(index) == 20 and not set(queries) & set(index)
+
+
+def test_user_images_need_two_classes(tmp_path):
+    for label, n in (("cat", 3), ("dog", 2), ("owl", 1)):
+        for i in range(n):
+            (tmp_path / "imgs" / label).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (20 + i, 30)).save(tmp_path / "imgs" / label / f"{i}.png")
+    labelled = folder_images(tmp_path / "imgs")
+    assert sorted(set(labelled.labels)) == ["cat", "dog", "owl"] and len(labelled.paths) == 6
+    queries, index = labelled.split()
+    assert len(queries) == 2 and len(index) == 3  # owl, alone, is neither
+    with pytest.raises(GuieError, match="needs at least two class sub-folders with two or more images"):
+        folder_images(tmp_path / "imgs" / "cat")
+
+
+def write_zip(tmp_path: Path, model: torch.nn.Module, extra: bool = False) -> Path:
+    export = sm.write_export(tmp_path / "export", model)
+    if extra:
+        with zipfile.ZipFile(export / "submission.zip", "a") as zf:
+            zf.writestr("notes.txt", "not for the host")
+    return export / "submission.zip"
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.load's deprecation notice
+@pytest.mark.parametrize("model, extra, check", [
+    (sm.WrongDim(), False, "shape"),
+    (sm.NaNOutput(), False, "finite"),
+    (sm.Unnormalised(), False, "unit-norm"),
+    (sm.Noisy(), False, "deterministic"),
+    (sm.BatchDependent(), False, "batch-independent"),
+    (sm.Constant(), False, "distinct"),
+    (sm.FixedSize(), False, "forward"),
+    (sm.ContractModel(), True, "zip-layout"),
+])
+def test_host_checks_catch_broken_models(tmp_path, images, model, extra, check):
+    zip_path = write_zip(tmp_path, model, extra)
+    with pytest.raises(host_check.CheckFailed) as err:
+        host_check.run_checks(str(zip_path), images.paths, [])
+    assert err.value.name == check, err.value.detail
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_unloadable_model_fails_the_load_check(tmp_path, images):
+    zip_path = tmp_path / "submission.zip"
+    with zipfile.ZipFile(zip_path, "w") as zf:
+        zf.writestr("saved_model.pt", b"not a TorchScript archive")
+    with pytest.raises(host_check.CheckFailed) as err:
+        host_check.run_checks(str(zip_path), images.paths, [])
+    assert err.value.name == "load" and "torch.jit.load failed" in err.value.detail
+
+
+def test_host_check_subprocess_reports_the_failed_check(tmp_path, images):
+    with pytest.raises(SmokeFailure) as err:
+        check_submission(write_zip(tmp_path, sm.WrongDim()), images, tmp_path / "work")
+    assert err.value.check == "shape"
+    assert str(err.value).startswith("smoke check 'shape' failed: output shape (1, 32) on ")
+
+
+def test_min_mp5_is_enforced(tmp_path, monkeypatch, images):
+    from guie.submission import smoke
+
+    monkeypatch.setattr(smoke, "run_notebook", lambda nb_path, root, work, timeout, executed: (
+        (root / "working" / "submission.zip").write_bytes(write_zip(tmp_path, sm.ContractModel()).read_bytes())))
+    monkeypatch.setattr(smoke, "digit_images", lambda dest: images)
+    with pytest.raises(SmokeFailure, match=r"smoke check 'mP@5' failed: 0\.\d+ is below --min-mp5 1\.01"):
+        smoke.run_smoke(package(tmp_path), min_mp5=1.01, log=lambda _: None)
