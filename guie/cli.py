@@ -412,13 +412,15 @@ determinism, reload in a fresh process without guie) must pass before any file a
               help="output folder (default: RUN/export)")
 @click.option("--fp16", is_flag=True, help="fp16 image-tower weights (output stays float32)")
 @click.option("--chunk", default=32, show_default=True, help="images per forward inside the module (bounds memory)")
+@click.option("--tta", type=click.Choice(["none", "flip"]), default="none", show_default=True,
+              help="test-time augmentation inside the graph: flip averages the image's and its mirror's embeddings")
 @friendly_errors
-def export_command(run: str, fmt: str, out: str | None, fp16: bool, chunk: int) -> None:
+def export_command(run: str, fmt: str, out: str | None, fp16: bool, chunk: int, tta: str) -> None:
     from guie.export import export_run
 
     run_path = Path(run)
     out_dir = Path(out) if out else (run_path if run_path.is_dir() else run_path.parent) / "export"
-    export_run(run_path, out_dir, fp16=fp16, fmt=fmt, chunk=chunk, log=click.echo)
+    export_run(run_path, out_dir, fp16=fp16, fmt=fmt, chunk=chunk, tta=tta, log=click.echo)
 
 
 @click.group(help="guie: frozen-CLIP universal image embedders, from training to a Kaggle submission.")

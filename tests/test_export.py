@@ -126,3 +126,16 @@ def test_cli_export_without_or_with_a_foreign_model(cli, tmp_path):
 def test_unknown_format_is_refused(trained_run, tmp_path):
     with pytest.raises(GuieError, match="unknown export format"):
         export_run(trained_run, tmp_path, fmt="onnx")
+
+
+def test_flip_tta_is_the_mean_of_the_two_views(trained_run, tmp_path):
+    report = export_run(trained_run, tmp_path, tta="flip", measure_speed=False, log=lambda _: None)
+    assert report["preprocess"]["tta"] == "flip"
+    model = torch.jit.load(str(tmp_path / "saved_model.pt"))
+    plain, embedder, info = build_submission_module(trained_run)
+    (img,) = images((2, 3, 45, 30), seed=3)
+    with torch.inference_mode():
+        both = (plain(img) + plain(torch.flip(img, dims=[3]))) / 2
+    expected = torch.nn.functional.normalize(both, dim=-1)
+    assert torch.allclose(model(img), expected, atol=1e-5)
+    assert not torch.allclose(model(img), plain(img), atol=1e-3)

@@ -10,8 +10,10 @@ from guie.errors import GuieError
 from guie.export.module import SUPPORTED_RESIZE_MODES, EmbeddingCore, SubmissionModule, preprocess
 from guie.model.embedder import Embedder, load_embedder
 
+TTA_CHOICES = ("none", "flip")
 
-def build_submission_module(model: str | Path, fp16: bool = False, chunk: int = 32
+
+def build_submission_module(model: str | Path, fp16: bool = False, chunk: int = 32, tta: str = "none"
                             ) -> tuple[SubmissionModule, Embedder, dict[str, Any]]:
     """The eager SubmissionModule, the eager guie Embedder it wraps, and the preprocessing facts."""
     embedder, backbone = load_embedder(model, "cpu")
@@ -33,10 +35,13 @@ def build_submission_module(model: str | Path, fp16: bool = False, chunk: int = 
     if fp16:
         # The image tower carries the weight; the projection stays fp32 and gets float features.
         core.visual.half()
-    module = SubmissionModule(core, size, list(cfg["mean"]), list(cfg["std"]), cfg["resize_mode"], chunk, fp16).eval()
+    if tta not in TTA_CHOICES:
+        raise GuieError(f"unknown --tta {tta!r}; choose one of {', '.join(TTA_CHOICES)}")
+    module = SubmissionModule(core, size, list(cfg["mean"]), list(cfg["std"]), cfg["resize_mode"], chunk, fp16,
+                              tta_flip=tta == "flip").eval()
     info = {"image_size": size, "resize_mode": cfg["resize_mode"], "interpolation": "bicubic, antialias",
             "mean": list(cfg["mean"]), "std": list(cfg["std"]), "chunk": chunk, "fp16": fp16,
-            "backbone": backbone.spec.to_dict(), "dim": embedder.projection.dim}
+            "backbone": backbone.spec.to_dict(), "dim": embedder.projection.dim, "tta": tta}
     return module, embedder, info
 
 
@@ -50,7 +55,10 @@ def eager_reference(embedder: Embedder, info: dict[str, Any], images: torch.Tens
         pixels = preprocess(images, info["image_size"], mean, std, info["resize_mode"] == "squash")
         if info["fp16"]:
             pixels = pixels.half()
-        return torch.nn.functional.normalize(embedder(pixels).float(), dim=-1)
+        embedding = embedder(pixels).float()
+        if info["tta"] == "flip":
+            embedding = (embedding + embedder(pixels.flip(-1)).float()) / 2.0
+        return torch.nn.functional.normalize(embedding, dim=-1)
 
 
 def script(module: SubmissionModule) -> torch.jit.ScriptModule:

@@ -70,13 +70,14 @@ class SubmissionModule(nn.Module):
     """Raw images -> (N, dim) float32 unit vectors; see the module docstring for the contract."""
 
     def __init__(self, core: nn.Module, size: int, mean: list[float], std: list[float], resize_mode: str,
-                 chunk: int = 32, half: bool = False):
+                 chunk: int = 32, half: bool = False, tta_flip: bool = False):
         super().__init__()
         self.core = core
         self.size = size
         self.squash = resize_mode == "squash"
         self.chunk = chunk
         self.half = half
+        self.tta_flip = tta_flip
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
@@ -94,4 +95,8 @@ class SubmissionModule(nn.Module):
         pixels = preprocess(images, self.size, self.mean, self.std, self.squash)
         if self.half:
             pixels = pixels.half()
-        return F.normalize(self.core(pixels).float(), dim=-1)
+        embedding = self.core(pixels).float()
+        if self.tta_flip:
+            # test-time augmentation: the mean of the image's and its mirror image's embeddings
+            embedding = (embedding + self.core(pixels.flip(-1)).float()) / 2.0
+        return F.normalize(embedding, dim=-1)

@@ -37,7 +37,8 @@ def sha256(path: Path) -> str:
 
 
 def export_run(model: str | Path, out_dir: str | Path, *, fp16: bool = False, fmt: str = "torchscript",
-               log: Callable[[str], None] = print, chunk: int = 32, measure_speed: bool = True) -> dict[str, Any]:
+               log: Callable[[str], None] = print, chunk: int = 32, measure_speed: bool = True,
+               tta: str = "none") -> dict[str, Any]:
     """Export a run folder (or model.pt) and verify it; returns the verify report.
 
     Writes ``out_dir/saved_model.pt`` (``saved_model.pt2``, a torch.export program, for
@@ -55,9 +56,9 @@ def export_run(model: str | Path, out_dir: str | Path, *, fp16: bool = False, fm
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # torch.export needs one pass over the batch: a Python loop over chunks would fix the batch size.
-    eager, embedder, info = build_submission_module(model, fp16, chunk if fmt == "torchscript" else 0)
+    eager, embedder, info = build_submission_module(model, fp16, chunk if fmt == "torchscript" else 0, tta)
     log(f"exporting {info['backbone']['name']} ({info['backbone']['pretrained']}) + projection to "
-        f"{info['dim']}-D as {fmt}{' (fp16 weights)' if fp16 else ''}")
+        f"{info['dim']}-D as {fmt}{' (fp16 weights)' if fp16 else ''}{' with flip TTA' if tta == 'flip' else ''}")
     tmp = Path(tempfile.mkdtemp(prefix=".guie-export-", dir=out))
     try:
         if fmt == "torchscript":
