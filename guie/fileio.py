@@ -53,6 +53,17 @@ def write_text(target: str | os.PathLike, text: str) -> None:
         fh.write(text)
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def torch_save(obj: Any, target: str | os.PathLike) -> None:
     """``torch.save`` through a temporary file, so a crash never leaves a truncated file."""
     import torch

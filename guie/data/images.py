@@ -2,12 +2,18 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import warnings
 from collections.abc import Callable, Sequence
 
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
+
+
+def default_workers() -> int:
+    """DataLoader workers for image decoding: one per core, leaving one for the main process, at most 8."""
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
 def load_rgb(path: str) -> Image.Image:

@@ -14,7 +14,6 @@ is an error (the host would have failed on it too).
 """
 from __future__ import annotations
 
-import os
 import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
@@ -26,8 +25,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from guie.data.images import ImageDataset, load_rgb
+from guie.data.images import ImageDataset, default_workers, load_rgb
 from guie.errors import GuieError
+from guie.model.backbone import resolve_device
 from guie.model.model_file import MODEL_FILENAME, read_model_file
 
 SAVED_MODEL = "saved_model.pt"
@@ -98,20 +98,6 @@ def resolve_models(args: Sequence[str | Path]) -> list[ModelRef]:
         used.add(name)
         refs.append(ModelRef(name, ref.path, ref.kind, ref.source))
     return refs
-
-
-def resolve_device(name: str) -> torch.device:
-    """auto: CUDA when present, else CPU."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise GuieError("--device cuda asked for, but no CUDA device is available; use --device cpu or auto")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def default_workers() -> int:
-    """DataLoader workers: one per core, leaving one for the main process, at most 8."""
-    return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
 class HostImageDataset(Dataset):

@@ -1,7 +1,6 @@
 """guie-export: run folder -> verified saved_model.pt, submission.zip and verify.json, all or nothing."""
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -13,7 +12,7 @@ from typing import Any
 import torch
 
 from guie.errors import GuieError
-from guie.fileio import write_json
+from guie.fileio import file_sha256, write_json
 from guie.version import __version__
 
 MODEL_NAME = "saved_model.pt"
@@ -26,14 +25,6 @@ def write_submission_zip(model_file: Path, zip_path: Path) -> None:
     """submission.zip holding ``saved_model.pt`` at its root and nothing else (the host's layout)."""
     with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_STORED) as zf:
         zf.write(model_file, arcname=MODEL_NAME)
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def export_run(model: str | Path, out_dir: str | Path, *, fp16: bool = False, fmt: str = "torchscript",
@@ -72,7 +63,7 @@ def export_run(model: str | Path, out_dir: str | Path, *, fp16: bool = False, fm
             write_submission_zip(tmp / name, tmp / ZIP_NAME)
         report = {
             "format": fmt, "file": name, "file_size_bytes": (tmp / name).stat().st_size,
-            "sha256": sha256(tmp / name), "torch_version": torch.__version__, "guie_version": __version__,
+            "sha256": file_sha256(tmp / name), "torch_version": torch.__version__, "guie_version": __version__,
             "source": str(Path(model).resolve()), "preprocess": info, **checks,
         }
         for produced in (name, ZIP_NAME):

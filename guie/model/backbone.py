@@ -86,6 +86,15 @@ def file_fingerprint(path: str, edge: int = 1 << 20) -> str:
     return f"{size}-{digest.hexdigest()[:16]}"
 
 
+def resolve_device(name: str) -> torch.device:
+    """auto: CUDA when present, else CPU."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise GuieError("--device cuda asked for, but no CUDA device is available; use --device cpu or auto")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def feature_dim(name: str) -> int:
     """The width of the image tower's output for an open_clip model name."""
     cfg = open_clip.get_model_config(name)

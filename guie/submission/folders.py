@@ -7,7 +7,6 @@ not at all. Nothing from the environment (credentials included) is ever written 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from guie.errors import GuieError
-from guie.fileio import write_json, write_text
+from guie.fileio import file_sha256, write_json, write_text
 from guie.submission.kaggle_ids import (
     GUIE_COMPETITION,
     KaggleRef,
@@ -122,14 +121,6 @@ def kernel_metadata(spec: PackageSpec) -> dict[str, Any]:
 def version_tuple(version: str | None) -> tuple[int, int] | None:
     m = re.match(r"(\d+)\.(\d+)", version or "")
     return (int(m.group(1)), int(m.group(2))) if m else None
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fmt(value: Any) -> str:

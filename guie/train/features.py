@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from guie.data.images import ImageDataset
+from guie.data.images import ImageDataset, default_workers
 from guie.fileio import atomic_path, write_json
 from guie.model.backbone import Backbone, BackboneSpec, augment_transform, eval_transform
 from guie.train.distributed import DistContext
@@ -42,11 +42,6 @@ def image_key(path: str) -> str:
         return f"{path}|{st.st_size}|{st.st_mtime_ns}"
     except OSError:
         return f"{path}|missing"
-
-
-def default_workers() -> int:
-    """DataLoader workers: one per core, leaving one for the main process, at most 8."""
-    return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
 @dataclass

@@ -20,7 +20,7 @@ from guie.data.sampling import holdout_split, sample_classes
 from guie.errors import GuieError
 from guie.eval.retrieval import evaluate_retrieval
 from guie.fileio import write_json
-from guie.model.backbone import Backbone, BackboneSpec, load_backbone
+from guie.model.backbone import Backbone, BackboneSpec, load_backbone, resolve_device
 from guie.model.heads import build_head, parse_margin_schedule
 from guie.model.model_file import MODEL_FILENAME, save_model_file
 from guie.model.projection import Projection
@@ -116,12 +116,6 @@ def evaluate_tasks(model: Path, cfg: TrainConfig, device: str, log: Callable[[st
     log(f"mP@5 {mean['mP@5']:.4f} mean over {mean['tasks']} eval tasks ("
         + ", ".join(f"{r['task']} {r['mP@5']:.4f}" for r in report["results"]) + ")")
     return report
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise GuieError("--device cuda asked for, but no CUDA device is available; use --device cpu or auto")
-    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else name if name != "auto" else "cpu")
 
 
 def embed(projection: Projection, table: FeatureTable, index: np.ndarray, device: torch.device,
