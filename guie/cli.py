@@ -399,11 +399,12 @@ determinism, reload in a fresh process without guie) must pass before any file a
 \b
   guie-export runs/vith14-4000 --torchscript --out export/vith14-4000
   guie-export runs/vith14-4000 --program --out export/vith14-4000-program
+  guie-export runs/vith14-4000 runs/vitl14-4000 --ensemble pca --out export/ensemble
 """
 
 
 @click.command("export", help=EXPORT_HELP)
-@click.argument("run", type=click.Path(exists=True))
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--torchscript", "fmt", flag_value="torchscript", default=True,
               help="TorchScript saved_model.pt + submission.zip, for Kaggle (default)")
 @click.option("--program", "fmt", flag_value="program",
@@ -414,11 +415,25 @@ determinism, reload in a fresh process without guie) must pass before any file a
 @click.option("--chunk", default=32, show_default=True, help="images per forward inside the module (bounds memory)")
 @click.option("--tta", type=click.Choice(["none", "flip"]), default="none", show_default=True,
               help="test-time augmentation inside the graph: flip averages the image's and its mirror's embeddings")
+@click.option("--ensemble", type=click.Choice(["pca"]), default=None,
+              help="several RUNS as one module: their embeddings concatenated, then a PCA to 64-D (4th place GUIE 2022)")
+@click.option("--ensemble-images", default=2000, show_default=True,
+              help="training images of the first run the ensemble PCA is fitted on (seeded sample)")
 @friendly_errors
-def export_command(run: str, fmt: str, out: str | None, fp16: bool, chunk: int, tta: str) -> None:
-    from guie.export import export_run
+def export_command(runs: tuple[str, ...], fmt: str, out: str | None, fp16: bool, chunk: int, tta: str,
+                   ensemble: str | None, ensemble_images: int) -> None:
+    from guie.export import export_ensemble, export_run
 
-    run_path = Path(run)
+    if len(runs) > 1 or ensemble:
+        if not ensemble or len(runs) < 2:
+            raise GuieError("several runs export as one module only with --ensemble pca, and --ensemble needs "
+                            "at least two runs")
+        if fmt != "torchscript" or fp16 or tta != "none":
+            raise GuieError("--ensemble exports TorchScript in fp32 without --tta; drop --program/--fp16/--tta")
+        out_dir = Path(out) if out else Path("export-ensemble")
+        export_ensemble(list(runs), out_dir, images=ensemble_images, chunk=chunk, log=click.echo)
+        return
+    run_path = Path(runs[0])
     out_dir = Path(out) if out else (run_path if run_path.is_dir() else run_path.parent) / "export"
     export_run(run_path, out_dir, fp16=fp16, fmt=fmt, chunk=chunk, tta=tta, log=click.echo)
 

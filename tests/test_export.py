@@ -4,6 +4,7 @@ import zipfile
 
 import pytest
 import torch
+from conftest import run_cli
 
 import guie.export.verify as verify
 from guie.errors import GuieError
@@ -13,9 +14,12 @@ from guie.export.build import build_submission_module, eager_reference
 
 @pytest.fixture(scope="module")
 def exported(trained_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("export")
-    report = export_run(trained_run, out, log=lambda _: None)
-    return out, report
+    """One export through the command line, as a user runs it; the tests below check its files."""
+    out = tmp_path_factory.mktemp("export") / "e"
+    res = run_cli("export", str(trained_run), "--torchscript", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "checks passed" in res.stdout and "Traceback" not in res.stderr
+    return out, json.loads((out / "verify.json").read_text())
 
 
 def images(*shapes, seed=0):
@@ -31,6 +35,9 @@ def test_files_and_zip_layout(exported):
         assert zf.read("saved_model.pt") == (out / "saved_model.pt").read_bytes()
     on_disk = json.loads((out / "verify.json").read_text())
     assert on_disk["torch_version"] == torch.__version__ and on_disk["file_size_bytes"] > 0
+    assert isinstance(on_disk["torchscript_file_version"], int)
+    assert on_disk["preprocess"]["interpolation"] == "bicubic"
+    assert on_disk["max_abs_diff_vs_open_clip_pil_pipeline"] < 1e-4
     assert on_disk["max_abs_diff_vs_eager"] <= 1e-4 and on_disk["limit"] == 1e-4
     assert all(c["passed"] for c in on_disk["checks"])
     names = {c["check"] for c in on_disk["checks"]}
@@ -104,12 +111,6 @@ def test_fresh_process_check_compares_outputs(tmp_path):
         verify.check_fresh_process(path, [(x, torch.zeros(2))])
 
 
-def test_cli_export(cli, trained_run, tmp_path):
-    res = cli("export", str(trained_run), "--torchscript", "--out", str(tmp_path / "e"))
-    assert res.returncode == 0, res.stderr
-    assert "checks passed" in res.stdout and (tmp_path / "e" / "submission.zip").is_file()
-
-
 def test_cli_export_without_or_with_a_foreign_model(cli, tmp_path):
     (tmp_path / "empty").mkdir()
     res = cli("export", str(tmp_path / "empty"), "--out", str(tmp_path / "e"))
@@ -120,7 +121,7 @@ def test_cli_export_without_or_with_a_foreign_model(cli, tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "foreign" / "model.pt")
     res = cli("export", str(tmp_path / "foreign"), "--out", str(tmp_path / "e"))
     assert res.returncode == 2 and "is not a guie model file" in res.stderr and "Traceback" not in res.stderr
-    assert not (tmp_path / "e").exists() or not any((tmp_path / "e").iterdir())
+    assert not (tmp_path / "e").exists()
 
 
 def test_unknown_format_is_refused(trained_run, tmp_path):
@@ -139,3 +140,36 @@ def test_flip_tta_is_the_mean_of_the_two_views(trained_run, tmp_path):
     expected = torch.nn.functional.normalize(both, dim=-1)
     assert torch.allclose(model(img), expected, atol=1e-5)
     assert not torch.allclose(model(img), plain(img), atol=1e-3)
+
+
+def test_ensemble_is_the_pca_of_the_concatenated_embeddings(trained_run, digits_dir, tmp_path):
+    from conftest import tiny_train_config
+
+    from guie.export import export_ensemble
+    from guie.train.run import run_training
+
+    second = run_training(tiny_train_config([f"imagefolder:{digits_dir}"], tmp_path / "second", epochs=2, seed=5,
+                                            dim=32), log=lambda _: None).run_dir
+    report = export_ensemble([trained_run, second], tmp_path / "ens", images=120, measure_speed=False,
+                             log=lambda _: None)
+    ens = report["preprocess"]["ensemble"]
+    assert ens["concatenated_dim"] == 96 and ens["fit_images"] == 120 and 0 < ens["variance_kept"] <= 1
+    model = torch.jit.load(str(tmp_path / "ens" / "saved_model.pt"))
+    a, _, _ = build_submission_module(trained_run)
+    b, _, _ = build_submission_module(second)
+    mean = model.pca_mean
+    components = model.pca_components
+    assert components.shape == (96, 64)
+    assert torch.allclose(components.T @ components, torch.eye(64), atol=1e-4)  # orthonormal axes
+    for img in images((1, 3, 40, 30), (3, 3, 64, 64), seed=4):
+        with torch.inference_mode():
+            z = torch.cat([a(img), b(img)], dim=1)
+        expected = torch.nn.functional.normalize((z - mean) @ components, dim=-1)
+        assert torch.allclose(model(img), expected, atol=1e-5)
+    with zipfile.ZipFile(tmp_path / "ens" / "submission.zip") as zf:
+        assert zf.namelist() == ["saved_model.pt"]
+
+
+def test_several_runs_need_ensemble(cli, trained_run, tmp_path):
+    res = cli("export", str(trained_run), str(trained_run), "--out", str(tmp_path / "e"))
+    assert res.returncode == 2 and "--ensemble pca" in res.stderr

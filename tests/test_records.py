@@ -59,3 +59,12 @@ def test_empty_dataset_is_an_error(tmp_path):
     (tmp_path / "empty" / "cls").mkdir(parents=True)
     with pytest.raises(GuieError, match="holds no usable images"):
         load_source(f"imagefolder:{tmp_path / 'empty'}")
+
+
+def test_csv_rows_with_impossible_paths_are_skipped(tmp_path):
+    png(tmp_path / "ok.png")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label\nok.png,1\nbad\x00name.png,2\n" + "x" * 5000 + ".png,3\n")
+    data = load_source(f"csv:{manifest}")
+    assert len(data.records) == 1
+    assert [why for _, why in data.skipped] == ["not a valid file path", "not a valid file path"]

@@ -130,7 +130,7 @@ def test_kill_9_during_head_training_then_resume(digits_dir, tmp_path, cli):
 
 def test_kill_9_during_feature_extraction_then_resume(tmp_path, cli):
     args = ["--data", "demo:digits", "--epochs", "2", "--extract-batch-size", "1", "--shard-size", "50",
-            "--classes", "6"]
+            "--classes", "4"]
     index = tmp_path / "cache"
     proc = subprocess.Popen(train_cmd(*args, "--cache-dir", str(index), "--out", str(tmp_path / "killed")),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -42,12 +42,17 @@ def load_csv_manifest(file: str, spec: str) -> SourceData:
                     skipped.append((where, "empty path or label"))
                     continue
                 path = Path(rel)
-                if not path.is_absolute():
-                    path = (base / path).resolve()
-                    if not path.is_relative_to(base):
-                        skipped.append((where, f"relative path leaves the CSV's folder: {rel}"))
-                        continue
-                if not path.is_file():
+                try:
+                    if not path.is_absolute():
+                        path = (base / path).resolve()
+                        if not path.is_relative_to(base):
+                            skipped.append((where, f"relative path leaves the CSV's folder: {rel}"))
+                            continue
+                    exists = path.is_file()
+                except (OSError, ValueError):  # e.g. a NUL byte or an over-long name
+                    skipped.append((where, "not a valid file path"))
+                    continue
+                if not exists:
                     skipped.append((where, f"image not found: {rel}"))
                     continue
                 domain = (row.get("domain") or "").strip() or default_domain

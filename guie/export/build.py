@@ -7,7 +7,13 @@ from typing import Any
 import torch
 
 from guie.errors import GuieError
-from guie.export.module import SUPPORTED_RESIZE_MODES, EmbeddingCore, SubmissionModule, preprocess
+from guie.export.module import (
+    SUPPORTED_INTERPOLATIONS,
+    SUPPORTED_RESIZE_MODES,
+    EmbeddingCore,
+    SubmissionModule,
+    preprocess,
+)
 from guie.model.embedder import Embedder, load_embedder
 
 TTA_CHOICES = ("none", "flip")
@@ -27,9 +33,9 @@ def build_submission_module(model: str | Path, fp16: bool = False, chunk: int = 
     if cfg["resize_mode"] not in SUPPORTED_RESIZE_MODES:
         raise GuieError(f"backbone {backbone.spec.name} uses resize_mode {cfg['resize_mode']!r}; guie-export "
                         f"supports {', '.join(SUPPORTED_RESIZE_MODES)}")
-    if cfg["interpolation"] != "bicubic":
+    if cfg["interpolation"] not in SUPPORTED_INTERPOLATIONS:
         raise GuieError(f"backbone {backbone.spec.name} uses {cfg['interpolation']} resizing; guie-export "
-                        "reproduces open_clip's bicubic resize only")
+                        f"reproduces open_clip's {' and '.join(SUPPORTED_INTERPOLATIONS)} resizing only")
     embedder.requires_grad_(False).eval()
     core = EmbeddingCore(embedder.visual, embedder.projection)
     if fp16:
@@ -38,8 +44,9 @@ def build_submission_module(model: str | Path, fp16: bool = False, chunk: int = 
     if tta not in TTA_CHOICES:
         raise GuieError(f"unknown --tta {tta!r}; choose one of {', '.join(TTA_CHOICES)}")
     module = SubmissionModule(core, size, list(cfg["mean"]), list(cfg["std"]), cfg["resize_mode"], chunk, fp16,
-                              tta_flip=tta == "flip").eval()
-    info = {"image_size": size, "resize_mode": cfg["resize_mode"], "interpolation": "bicubic, antialias",
+                              tta_flip=tta == "flip", interpolation=cfg["interpolation"]).eval()
+    info = {"image_size": size, "resize_mode": cfg["resize_mode"], "interpolation": cfg["interpolation"],
+            "resampling": "antialiased, two passes (horizontal, vertical) each rounded to 8 bits, as Pillow",
             "mean": list(cfg["mean"]), "std": list(cfg["std"]), "chunk": chunk, "fp16": fp16,
             "backbone": backbone.spec.to_dict(), "dim": embedder.projection.dim, "tta": tta}
     return module, embedder, info
@@ -52,7 +59,8 @@ def eager_reference(embedder: Embedder, info: dict[str, Any], images: torch.Tens
     mean = torch.tensor(info["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(info["std"]).view(1, 3, 1, 1)
     with torch.inference_mode():
-        pixels = preprocess(images, info["image_size"], mean, std, info["resize_mode"] == "squash")
+        pixels = preprocess(images, info["image_size"], mean, std, info["resize_mode"] == "squash",
+                            info["interpolation"])
         if info["fp16"]:
             pixels = pixels.half()
         embedding = embedder(pixels).float()

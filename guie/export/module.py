@@ -5,13 +5,18 @@ or one image ``(3, H, W)``; output ``(N, dim)`` float32. Inside: to float, resiz
 backbone's open_clip preprocessing does, /255, CLIP mean/std, image tower, projection, L2
 normalise. Resize semantics for ``resize_mode``:
 
-- ``shortest`` (open_clip's default): the shorter side to S with bicubic + antialias (the
-  longer side to int(S * long / short), as torchvision's Resize does), then a centre crop
-  of S x S (offsets rounded as torchvision's CenterCrop does);
-- ``squash``: straight to S x S, bicubic + antialias.
+- ``shortest`` (open_clip's default): the shorter side to S (the longer side to
+  int(S * long / short), as torchvision's Resize does), then a centre crop of S x S (offsets
+  rounded as torchvision's CenterCrop does);
+- ``squash``: straight to S x S;
+- ``longest`` (resize the longer side, pad the rest) is refused at export.
 
-The tensor resize (torch's bicubic with antialias) follows PIL's closely but not bit for bit;
-guie-export reports the difference to open_clip's PIL pipeline next to the exact parity check.
+The resampling is the backbone's ``interpolation`` (bicubic or bilinear) with antialias, done
+as Pillow does it on 8-bit images, which is what open_clip's transform runs on: two separable
+passes, horizontal then vertical, each clamped to 0..255 and rounded to whole levels. Torch's
+antialiased kernels are Pillow's (bicubic a = -0.5), so on photos this reproduces open_clip's
+PIL pipeline to within one grey level on a few pixels (one pass in float would differ by several
+levels, about 3e-3 on the embedding); guie-export reports the remaining difference.
 The batch is processed ``chunk`` images at a time, so at most one chunk's activations are alive:
 the host gave single images, but a large batch must not run out of memory.
 """
@@ -22,9 +27,17 @@ import torch.nn.functional as F
 from torch import nn
 
 SUPPORTED_RESIZE_MODES = ("shortest", "squash")
+SUPPORTED_INTERPOLATIONS = ("bicubic", "bilinear")
 
 
-def preprocess(x: torch.Tensor, size: int, mean: torch.Tensor, std: torch.Tensor, squash: bool) -> torch.Tensor:
+def resample_8bit(x: torch.Tensor, size: list[int], interpolation: str) -> torch.Tensor:
+    """One antialiased resampling pass, clamped and rounded to whole 0..255 levels (half up) as Pillow does."""
+    x = F.interpolate(x, size=size, mode=interpolation, align_corners=False, antialias=True)
+    return torch.floor(x.clamp(0.0, 255.0) + 0.5)
+
+
+def preprocess(x: torch.Tensor, size: int, mean: torch.Tensor, std: torch.Tensor, squash: bool,
+               interpolation: str = "bicubic") -> torch.Tensor:
     """uint8/float 0..255 images (N, 3, H, W) -> normalised float (N, 3, size, size).
 
     Integer arithmetic without shape branches, so the same function scripts for TorchScript
@@ -35,23 +48,24 @@ def preprocess(x: torch.Tensor, size: int, mean: torch.Tensor, std: torch.Tensor
     x = x.float()
     h, w = x.shape[-2], x.shape[-1]
     if squash:
-        x = F.interpolate(x, size=[size, size], mode="bicubic", align_corners=False, antialias=True)
+        new_h, new_w = size, size
     else:
         if torch.jit.is_scripting():
             short = min(h, w)
         else:
             short = torch.sym_min(h, w)
         new_h, new_w = size * h // short, size * w // short
-        x = F.interpolate(x, size=[new_h, new_w], mode="bicubic", align_corners=False, antialias=True)
+    # Pillow's order: the horizontal pass, then the vertical one, each back to 8-bit levels
+    x = resample_8bit(x, [h, new_w], interpolation)
+    x = resample_8bit(x, [new_h, new_w], interpolation)
+    if not squash:
         top = (new_h - size + ((new_h - size) // 2) % 2) // 2
         left = (new_w - size + ((new_w - size) // 2) % 2) // 2
         # index_select, not slicing: the crop's length is stated outright and never aliases the input,
         # so torch.export keeps one graph for every H, W (a slice of full length would specialise)
         offsets = torch.arange(size, device=x.device)
         x = x.index_select(2, offsets + top).index_select(3, offsets + left)
-    # PIL clamps the resampled pixels to 0..255; so must the tensor path.
-    x = x.clamp(0.0, 255.0) / 255.0
-    return (x - mean) / std
+    return (x / 255.0 - mean) / std
 
 
 class EmbeddingCore(nn.Module):
@@ -70,7 +84,7 @@ class SubmissionModule(nn.Module):
     """Raw images -> (N, dim) float32 unit vectors; see the module docstring for the contract."""
 
     def __init__(self, core: nn.Module, size: int, mean: list[float], std: list[float], resize_mode: str,
-                 chunk: int = 32, half: bool = False, tta_flip: bool = False):
+                 chunk: int = 32, half: bool = False, tta_flip: bool = False, interpolation: str = "bicubic"):
         super().__init__()
         self.core = core
         self.size = size
@@ -78,6 +92,7 @@ class SubmissionModule(nn.Module):
         self.chunk = chunk
         self.half = half
         self.tta_flip = tta_flip
+        self.interpolation = interpolation
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
@@ -92,7 +107,7 @@ class SubmissionModule(nn.Module):
         return torch.cat(outputs, dim=0)
 
     def _embed(self, images: torch.Tensor) -> torch.Tensor:
-        pixels = preprocess(images, self.size, self.mean, self.std, self.squash)
+        pixels = preprocess(images, self.size, self.mean, self.std, self.squash, self.interpolation)
         if self.half:
             pixels = pixels.half()
         embedding = self.core(pixels).float()

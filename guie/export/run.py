@@ -37,19 +37,42 @@ def export_run(model: str | Path, out_dir: str | Path, *, fp16: bool = False, fm
     also ``out_dir/submission.zip``, and ``out_dir/verify.json``. Everything is built and checked
     in a temporary folder first: a failed check leaves no model file or zip behind.
     """
-    from guie.export.build import build_submission_module, export_program, script
-    from guie.export.verify import verify_export
+    from guie.export.build import build_submission_module
 
     if fmt not in FORMATS:
         raise GuieError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if chunk < 1:
         raise GuieError("--chunk must be at least 1")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     # torch.export needs one pass over the batch: a Python loop over chunks would fix the batch size.
     eager, embedder, info = build_submission_module(model, fp16, chunk if fmt == "torchscript" else 0, tta)
+    out = Path(out_dir)  # made only once the model has loaded: a wrong RUN leaves no empty folder behind
+    out.mkdir(parents=True, exist_ok=True)
     log(f"exporting {info['backbone']['name']} ({info['backbone']['pretrained']}) + projection to "
         f"{info['dim']}-D as {fmt}{' (fp16 weights)' if fp16 else ''}{' with flip TTA' if tta == 'flip' else ''}")
+    return write_verified(eager, embedder, info, out, fmt, str(Path(model).resolve()), log, measure_speed)
+
+
+def export_ensemble(runs: list[str | Path], out_dir: str | Path, *, dim: int = 64, images: int = 2000,
+                    seed: int = 0, log: Callable[[str], None] = print, chunk: int = 32,
+                    measure_speed: bool = True) -> dict[str, Any]:
+    """Export several runs as one module: concatenated embeddings, PCA to ``dim``; verified like a single run."""
+    from guie.export.ensemble import build_ensemble
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    eager, info = build_ensemble(runs, dim=dim, images=images, seed=seed, chunk=chunk, log=log)
+    log(f"exporting an ensemble of {len(runs)} runs to {dim}-D as torchscript")
+    return write_verified(eager, None, info, out, "torchscript", [str(Path(r).resolve()) for r in runs], log,
+                          measure_speed, reference=lambda x: eager(x))
+
+
+def write_verified(eager: torch.nn.Module, embedder: Any, info: dict[str, Any], out: Path, fmt: str, source: Any,
+                   log: Callable[[str], None], measure_speed: bool,
+                   reference: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, Any]:
+    """Save ``eager`` as ``fmt`` in a temporary folder, verify it, then move the files into ``out``."""
+    from guie.export.build import export_program, script
+    from guie.export.verify import verify_export
+
     tmp = Path(tempfile.mkdtemp(prefix=".guie-export-", dir=out))
     try:
         if fmt == "torchscript":
@@ -58,13 +81,14 @@ def export_run(model: str | Path, out_dir: str | Path, *, fp16: bool = False, fm
         else:
             name = PROGRAM_NAME
             export_program(eager, tmp / name)
-        checks = verify_export(tmp / name, eager, embedder, info, log, measure_speed=measure_speed)
+        checks = verify_export(tmp / name, eager, embedder, info, log, measure_speed=measure_speed,
+                               reference=reference)
         if fmt == "torchscript":
             write_submission_zip(tmp / name, tmp / ZIP_NAME)
         report = {
             "format": fmt, "file": name, "file_size_bytes": (tmp / name).stat().st_size,
             "sha256": file_sha256(tmp / name), "torch_version": torch.__version__, "guie_version": __version__,
-            "source": str(Path(model).resolve()), "preprocess": info, **checks,
+            "source": source, "preprocess": info, **checks,
         }
         for produced in (name, ZIP_NAME):
             if (tmp / produced).exists():
