@@ -16,8 +16,10 @@ from guie.errors import GuieError
 IMAGE_NOT_FOUND = "image file not found"
 
 
-def read_csv_rows(path: Path, required: Sequence[str], what: str) -> Iterator[tuple[int, dict[str, str]]]:
-    """Yield ``(line number, row)`` of a CSV file whose header names at least ``required`` columns."""
+def read_csv_rows(path: Path, required: Sequence[str], what: str,
+                  fix: str = "pass the file as published") -> Iterator[tuple[int, dict[str, str]]]:
+    """Yield ``(line number, row)`` of a CSV file whose header names at least ``required`` columns;
+    problems are one-line GuieErrors ending with ``fix``."""
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
@@ -26,15 +28,15 @@ def read_csv_rows(path: Path, required: Sequence[str], what: str) -> Iterator[tu
             if missing:
                 raise GuieError(
                     f"{what} {str(path)!r} lacks column(s) {', '.join(missing)} (found: {', '.join(columns) or 'none'}); "
-                    f"pass the file as published, with header {','.join(required)}"
+                    f"{fix}, with header {','.join(required)}"
                 )
             reader.fieldnames = columns
             for line, row in enumerate(reader, start=2):
                 yield line, {k: (v or "").strip() for k, v in row.items() if k is not None}
     except UnicodeDecodeError as exc:
-        raise GuieError(f"{what} {str(path)!r} is not UTF-8 text ({exc.reason}); pass the file as published") from None
+        raise GuieError(f"{what} {str(path)!r} is not UTF-8 text ({exc.reason}); {fix}") from None
     except csv.Error as exc:
-        raise GuieError(f"{what} {str(path)!r} is malformed CSV ({exc}); pass the file as published") from None
+        raise GuieError(f"{what} {str(path)!r} is malformed CSV ({exc}); {fix}") from None
 
 
 def read_lines(path: Path, what: str) -> list[str]:
