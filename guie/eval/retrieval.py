@@ -1,8 +1,28 @@
 """Exact k-NN over L2-normalised embeddings with a faiss flat inner-product index, searched in chunks."""
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import faiss
 import numpy as np
+
+# faiss computes inner products in BLAS blocks of query_bs x database_bs. Its default database
+# block (1,024) leaves the matrix multiply small; 16,384 (a 256 MiB block with 4,096 queries)
+# ran 1.6x faster on a 2-core machine (benchmarks/faiss_vs_numpy.py).
+BLAS_QUERY_BLOCK = 4096
+BLAS_DATABASE_BLOCK = 16384
+
+
+@contextlib.contextmanager
+def blas_blocks(query_bs: int = BLAS_QUERY_BLOCK, database_bs: int = BLAS_DATABASE_BLOCK) -> Iterator[None]:
+    """Set faiss's process-wide BLAS block sizes for one search, then restore them."""
+    old = faiss.cvar.distance_compute_blas_query_bs, faiss.cvar.distance_compute_blas_database_bs
+    faiss.cvar.distance_compute_blas_query_bs, faiss.cvar.distance_compute_blas_database_bs = query_bs, database_bs
+    try:
+        yield
+    finally:
+        faiss.cvar.distance_compute_blas_query_bs, faiss.cvar.distance_compute_blas_database_bs = old
 
 
 def knn(index_embeddings: np.ndarray, query_embeddings: np.ndarray, k: int = 5,
@@ -19,8 +39,9 @@ def knn(index_embeddings: np.ndarray, query_embeddings: np.ndarray, k: int = 5,
     index.add(xb)
     sims = np.empty((len(xq), k), dtype=np.float32)
     ids = np.empty((len(xq), k), dtype=np.int64)
-    for start in range(0, len(xq), chunk):
-        sims[start:start + chunk], ids[start:start + chunk] = index.search(xq[start:start + chunk], k)
+    with blas_blocks():
+        for start in range(0, len(xq), chunk):
+            sims[start:start + chunk], ids[start:start + chunk] = index.search(xq[start:start + chunk], k)
     return sims, ids
 
 
