@@ -86,7 +86,7 @@ def build_ensemble(runs: Sequence[str | Path], dim: int = 64, images: int = 2000
                 img = load_rgb(path)
             except Exception:  # noqa: BLE001 - unreadable images are skipped from the fit
                 continue
-            x = torch.from_numpy(np.asarray(img, dtype=np.uint8)).permute(2, 0, 1).unsqueeze(0)
+            x = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).unsqueeze(0)
             z.append(torch.cat([m(x) for m in members], dim=1)[0].numpy())
     mean, components, kept = fit_pca(np.stack(z).astype(np.float64), dim)
     module = EnsembleModule(members, torch.from_numpy(mean), torch.from_numpy(components)).eval()
