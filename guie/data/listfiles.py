@@ -47,28 +47,25 @@ def read_lines(path: Path, what: str) -> list[str]:
         raise GuieError(f"{what} {str(path)!r} is not UTF-8 text ({exc.reason}); pass the file as published") from None
 
 
-def read_json_list(path: Path, what: str) -> list[Any]:
-    """A JSON file holding a list (of objects)."""
+def _read_json(path: Path, what: str, kind: type, described: str) -> Any:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise GuieError(f"{what} {str(path)!r} is not valid JSON ({exc}); pass the file as published") from None
-    if not isinstance(data, list):
-        raise GuieError(f"{what} {str(path)!r} holds a {type(data).__name__}, not a list of entries; "
+    if not isinstance(data, kind):
+        raise GuieError(f"{what} {str(path)!r} holds a {type(data).__name__}, not {described}; "
                         "pass the file as published")
     return data
+
+
+def read_json_list(path: Path, what: str) -> list[Any]:
+    """A JSON file holding a list (of objects)."""
+    return _read_json(path, what, list, "a list of entries")
 
 
 def read_json_dict(path: Path, what: str) -> dict[str, Any]:
     """A JSON file holding one object."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise GuieError(f"{what} {str(path)!r} is not valid JSON ({exc}); pass the file as published") from None
-    if not isinstance(data, dict):
-        raise GuieError(f"{what} {str(path)!r} holds a {type(data).__name__}, not an object; "
-                        "pass the file as published")
-    return data
+    return _read_json(path, what, dict, "an object")
 
 
 def where(path: Path, line: int | str) -> str:

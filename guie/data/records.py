@@ -86,6 +86,15 @@ def load_source(spec: str) -> SourceData:
     return data
 
 
+def unique_name(name: str, used: set[str]) -> str:
+    """``name``, or ``name-2``, ``name-3``, ... when taken; the result is added to ``used``."""
+    candidate, n = name, 2
+    while candidate in used:
+        candidate, n = f"{name}-{n}", n + 1
+    used.add(candidate)
+    return candidate
+
+
 def require_dir(root: str, what: str) -> Path:
     """Return ``root`` as a Path if it is an existing folder, else raise a one-line error."""
     path = Path(root)

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from guie.data.images import ImageDataset, default_workers, load_rgb
+from guie.data.records import unique_name
 from guie.errors import GuieError
 from guie.model.backbone import resolve_device
 from guie.model.model_file import MODEL_FILENAME, read_model_file
@@ -92,10 +93,7 @@ def resolve_models(args: Sequence[str | Path]) -> list[ModelRef]:
     used: set[str] = set()
     for arg in args:
         ref = resolve_model(arg)
-        name, n = ref.name, 2
-        while name in used:
-            name, n = f"{ref.name}-{n}", n + 1
-        used.add(name)
+        name = unique_name(ref.name, used)
         refs.append(ModelRef(name, ref.path, ref.kind, ref.source))
     return refs
 

@@ -15,7 +15,7 @@ import torch
 
 from guie.config import TrainConfig
 from guie.data import load_source
-from guie.data.records import Record
+from guie.data.records import Record, unique_name
 from guie.data.sampling import holdout_split, sample_classes
 from guie.errors import GuieError
 from guie.eval.retrieval import evaluate_retrieval
@@ -84,10 +84,7 @@ def load_records(specs: list[str], log: Callable[[str], None]) -> tuple[list[Rec
     used: set[str] = set()
     for spec in specs:
         source = load_source(spec)
-        domain, n = source.domain, 2
-        while domain in used:
-            domain, n = f"{source.domain}-{n}", n + 1
-        used.add(domain)
+        domain = unique_name(source.domain, used)
         recs = [Record(r.path, r.label, domain if r.domain == source.domain else r.domain, r.split)
                 for r in source.records]
         # Only the training split trains: test, query and gallery images are kept for guie-eval.
