@@ -53,7 +53,7 @@ def main() -> None:
 
     def forward_epoch():
         projection, head, opt = new_head()
-        for pixels, pos, _ in loader:
+        for pixels, pos, _, _ in loader:
             with torch.inference_mode():
                 x = backbone.visual(pixels)
             step(projection, head, opt, x.clone(), labels[pos])

@@ -20,6 +20,7 @@ from guie.config import (
     read_config_file,
 )
 from guie.errors import GuieError
+from guie.export.tta import TTA_HELP, parse_tta
 from guie.version import __version__
 
 
@@ -413,8 +414,8 @@ determinism, reload in a fresh process without guie) must pass before any file a
               help="output folder (default: RUN/export)")
 @click.option("--fp16", is_flag=True, help="fp16 image-tower weights (output stays float32)")
 @click.option("--chunk", default=32, show_default=True, help="images per forward inside the module (bounds memory)")
-@click.option("--tta", type=click.Choice(["none", "flip"]), default="none", show_default=True,
-              help="test-time augmentation inside the graph: flip averages the image's and its mirror's embeddings")
+@click.option("--tta", default="none", show_default=True, metavar="SPEC",
+              help="test-time augmentation inside the graph, the embeddings of all views averaged: " + TTA_HELP)
 @click.option("--ensemble", type=click.Choice(["pca"]), default=None,
               help="several RUNS as one module: their embeddings concatenated, then a PCA to 64-D (4th place GUIE 2022)")
 @click.option("--ensemble-images", default=2000, show_default=True,
@@ -424,11 +425,12 @@ def export_command(runs: tuple[str, ...], fmt: str, out: str | None, fp16: bool,
                    ensemble: str | None, ensemble_images: int) -> None:
     from guie.export import export_ensemble, export_run
 
+    parse_tta(tta)
     if len(runs) > 1 or ensemble:
         if not ensemble or len(runs) < 2:
             raise GuieError("several runs export as one module only with --ensemble pca, and --ensemble needs "
                             "at least two runs")
-        if fmt != "torchscript" or fp16 or tta != "none":
+        if fmt != "torchscript" or fp16 or str(parse_tta(tta)) != "none":
             raise GuieError("--ensemble exports TorchScript in fp32 without --tta; drop --program/--fp16/--tta")
         out_dir = Path(out) if out else Path("export-ensemble")
         export_ensemble(list(runs), out_dir, images=ensemble_images, chunk=chunk, log=click.echo)

@@ -64,6 +64,9 @@ class TrainConfig:
     subcenters: int = opt(3, "sub-centres per class for --head subcenter")
     batchnorm: bool = opt(False, "BatchNorm after the projection")
     dropout: float = opt(0.0, "dropout on the features before the projection")
+    size_features: bool = opt(False, "append each image's original height, width and aspect ratio to the frozen "
+                                     "features before the projection (5th place GUIE 2022); the exported module "
+                                     "computes them from its input's shape")
     epochs: int = opt(10, "training epochs over the cached features")
     batch_size: int = opt(256, "head training batch size")
     lr: float = opt(1e-3, "AdamW peak learning rate")

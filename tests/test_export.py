@@ -142,6 +142,47 @@ def test_flip_tta_is_the_mean_of_the_two_views(trained_run, tmp_path):
     assert not torch.allclose(model(img), plain(img), atol=1e-3)
 
 
+def test_second_resolution_tta_averages_four_views(trained_run, tmp_path):
+    from guie.export.module import preprocess
+
+    report = export_run(trained_run, tmp_path, tta="flip,scale:1.5", measure_speed=False, log=lambda _: None)
+    info = report["preprocess"]
+    assert info["tta"] == "flip,scale:1.5" and info["tta_resize"] == round(info["image_size"] * 1.5)
+    model = torch.jit.load(str(tmp_path / "saved_model.pt"))
+    _, embedder, _ = build_submission_module(trained_run)
+    mean, std = torch.tensor(info["mean"]).view(1, 3, 1, 1), torch.tensor(info["std"]).view(1, 3, 1, 1)
+    (img,) = images((2, 3, 37, 52), seed=5)
+    views = []
+    with torch.inference_mode():
+        for resize in (0, info["tta_resize"]):
+            pixels = preprocess(img, info["image_size"], mean, std, False, info["interpolation"], resize)
+            views += [embedder(pixels), embedder(pixels.flip(-1))]
+        expected = torch.nn.functional.normalize(torch.stack(views).mean(0), dim=-1)
+        assert torch.allclose(model(img), expected, atol=1e-5)
+        flip_only = build_submission_module(trained_run, tta="flip")[0](img)
+        assert not torch.allclose(model(img), flip_only, atol=1e-3)  # the second resolution is a different view
+    # The second view is the image resized to 1.5x and centre-cropped, not the first view again.
+    big = preprocess(img, info["image_size"], mean, std, False, info["interpolation"], info["tta_resize"])
+    assert big.shape[-2:] == (info["image_size"],) * 2
+
+
+@pytest.mark.parametrize("spec", ["mirror", "scale:0.9", "scale:x", "flip,flip", "none,flip"])
+def test_bad_tta_specs_are_refused(spec):
+    from guie.export.tta import parse_tta
+
+    with pytest.raises(GuieError, match="--tta"):
+        parse_tta(spec)
+    assert str(parse_tta(" scale:1.25 , flip")) == "flip,scale:1.25" and parse_tta("none").views == 1
+
+
+def test_a_bad_tta_spec_is_one_line_before_anything_loads(cli, trained_run, tmp_path):
+    res = cli("export", str(trained_run), "--tta", "scale:3", "--out", str(tmp_path / "e"))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines() == ["error: --tta 'scale:3': the scale must be a number in (1, 2], "
+                                               "e.g. scale:1.15"]
+    assert not (tmp_path / "e").exists()
+
+
 def test_ensemble_is_the_pca_of_the_concatenated_embeddings(trained_run, digits_dir, tmp_path):
     from conftest import tiny_train_config
 

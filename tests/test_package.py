@@ -233,6 +233,24 @@ def test_trained_run_end_to_end(trained_run, tmp_path):
     from guie.submission.smoke import run_smoke
 
     result = build_package(trained_run, spec(), tmp_path / "b", log=lambda _: None)
-    assert "| mP@5 |" in (result.dataset_dir / "README.md").read_text()
+    card = (result.dataset_dir / "README.md").read_text()
+    assert "| mP@5 |" in card and "max abs diff to the eager model 0.0e+00" in card
+    assert "Inside the graph" not in card  # no TTA, no size features
     report = run_smoke(tmp_path / "b", log=lambda _: None)
     assert report["failed"] is None and "mP@5" in report["passed"]
+
+
+def test_model_card_names_what_runs_inside_the_graph(tmp_path):
+    from guie.submission.folders import model_card
+    from guie.submission.source import ModelSource
+
+    verify = {"torch_version": "2.14.1", "max_abs_diff_vs_eager": 3e-6,
+              "preprocess": {"tta": "flip,scale:1.15", "size_features": True}}
+    source = ModelSource(tmp_path / "saved_model.pt", "export folder", tmp_path, verify=verify,
+                         config={"backbone": "ViT-H-14", "head": "cosface", "dim": 64, "seed": 0,
+                                 "size_features": True, "ema": 0.999, "stage2_blocks": 0})
+    card = model_card(spec(), source, "ab" * 32, 10**6)
+    assert "max abs diff to the eager model 3.0e-06" in card
+    assert "- Inside the graph: test-time augmentation flip,scale:1.15, size features from the input's " \
+           "height and width" in card
+    assert "head cosface, dim 64, ema 0.999, size_features True, seed 0" in card and "stage2_blocks" not in card

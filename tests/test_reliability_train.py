@@ -207,7 +207,7 @@ def test_broken_cache_shard_is_detected_and_recomputed(digits_dir, tmp_path):
 def test_random_bytes_as_images_never_raise(tmp_path, data):
     path = tmp_path / "x.jpg"
     path.write_bytes(data)
-    x, i, ok = ImageDataset([str(path)], lambda img: torch.zeros(3, 4, 4), (4, 4))[0]
+    x, i, ok, _ = ImageDataset([str(path)], lambda img: torch.zeros(3, 4, 4), (4, 4))[0]
     assert i == 0 and x.shape == (3, 4, 4) and isinstance(ok, bool)
 
 

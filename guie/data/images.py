@@ -30,7 +30,8 @@ def view_seed(key: str, view: int) -> int:
 
 
 class ImageDataset(Dataset):
-    """Items are ``(image tensor, position, ok)``; unreadable images give a zero tensor and ok=False."""
+    """Items are ``(image tensor, position, ok, original (height, width))``; unreadable images give a
+    zero tensor, ok=False and size (0, 0)."""
 
     def __init__(self, paths: Sequence[str], transform: Callable, image_size: tuple[int, int],
                  view: int = 0, keys: Sequence[str] | None = None) -> None:
@@ -43,9 +44,10 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, bool]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, bool, torch.Tensor]:
         try:
             img = load_rgb(self.paths[i])
+            size = torch.tensor([img.height, img.width], dtype=torch.int32)
             if self.view == 0:
                 x = self.transform(img)
             else:
@@ -53,6 +55,6 @@ class ImageDataset(Dataset):
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(view_seed(self.keys[i], self.view))
                     x = self.transform(img)
-            return x, i, True
+            return x, i, True, size
         except Exception:  # noqa: BLE001 - any decode failure is a bad image, counted by the caller
-            return torch.zeros(3, *self.image_size), i, False
+            return torch.zeros(3, *self.image_size), i, False, torch.zeros(2, dtype=torch.int32)

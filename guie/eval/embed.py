@@ -149,7 +149,7 @@ def _embed_eager_group(refs: list[ModelRef], paths: Sequence[str], device: torch
     label = refs[0].name if len(refs) == 1 else f"{len(refs)} models on {backbone.spec.name}"
     with tqdm(total=len(paths), desc=f"embed ({label})", unit="img", dynamic_ncols=True) as bar, \
             torch.inference_mode():
-        for pixels, pos, ok in loader:
+        for pixels, pos, ok, sizes in loader:
             ok = ok.bool()
             for i in pos[~ok].tolist():
                 bad[i] = "unreadable or corrupt image"
@@ -158,8 +158,9 @@ def _embed_eager_group(refs: list[ModelRef], paths: Sequence[str], device: torch
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                     features = embedder.visual(x)
                 rows = pos[ok].numpy()
+                hw = sizes[ok].to(device)  # for projections trained with size features
                 for name, projection in projections.items():
-                    out[name][rows] = projection(features.float()).float().cpu().numpy()
+                    out[name][rows] = projection(features.float(), hw).float().cpu().numpy()
             bar.update(len(pos))
     return out
 

@@ -12,16 +12,17 @@ from guie.export.module import (
     SUPPORTED_RESIZE_MODES,
     EmbeddingCore,
     SubmissionModule,
+    original_sizes,
     preprocess,
 )
+from guie.export.tta import parse_tta
 from guie.model.embedder import Embedder, load_embedder
-
-TTA_CHOICES = ("none", "flip")
 
 
 def build_submission_module(model: str | Path, fp16: bool = False, chunk: int = 32, tta: str = "none"
                             ) -> tuple[SubmissionModule, Embedder, dict[str, Any]]:
     """The eager SubmissionModule, the eager guie Embedder it wraps, and the preprocessing facts."""
+    augmentation = parse_tta(tta)
     embedder, backbone = load_embedder(model, "cpu")
     cfg = backbone.preprocess_cfg
     size = cfg["size"]
@@ -41,14 +42,15 @@ def build_submission_module(model: str | Path, fp16: bool = False, chunk: int = 
     if fp16:
         # The image tower carries the weight; the projection stays fp32 and gets float features.
         core.visual.half()
-    if tta not in TTA_CHOICES:
-        raise GuieError(f"unknown --tta {tta!r}; choose one of {', '.join(TTA_CHOICES)}")
     module = SubmissionModule(core, size, list(cfg["mean"]), list(cfg["std"]), cfg["resize_mode"], chunk, fp16,
-                              tta_flip=tta == "flip", interpolation=cfg["interpolation"]).eval()
+                              tta_flip=augmentation.flip, interpolation=cfg["interpolation"],
+                              tta_resize=augmentation.resize(size)).eval()
     info = {"image_size": size, "resize_mode": cfg["resize_mode"], "interpolation": cfg["interpolation"],
             "resampling": "antialiased, two passes (horizontal, vertical) each rounded to 8 bits, as Pillow",
             "mean": list(cfg["mean"]), "std": list(cfg["std"]), "chunk": chunk, "fp16": fp16,
-            "backbone": backbone.spec.to_dict(), "dim": embedder.projection.dim, "tta": tta}
+            "backbone": backbone.spec.to_dict(), "dim": embedder.projection.dim,
+            "size_features": embedder.projection.size_features, "tta": str(augmentation),
+            "tta_resize": augmentation.resize(size)}
     return module, embedder, info
 
 
@@ -58,15 +60,19 @@ def eager_reference(embedder: Embedder, info: dict[str, Any], images: torch.Tens
         images = images.unsqueeze(0)
     mean = torch.tensor(info["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(info["std"]).view(1, 3, 1, 1)
+    augmentation = parse_tta(info["tta"])
+    sizes = original_sizes(images)
+    embeddings = []
     with torch.inference_mode():
-        pixels = preprocess(images, info["image_size"], mean, std, info["resize_mode"] == "squash",
-                            info["interpolation"])
-        if info["fp16"]:
-            pixels = pixels.half()
-        embedding = embedder(pixels).float()
-        if info["tta"] == "flip":
-            embedding = (embedding + embedder(pixels.flip(-1)).float()) / 2.0
-        return torch.nn.functional.normalize(embedding, dim=-1)
+        for resize in [0] + ([info["tta_resize"]] if augmentation.scale else []):
+            pixels = preprocess(images, info["image_size"], mean, std, info["resize_mode"] == "squash",
+                                info["interpolation"], resize)
+            if info["fp16"]:
+                pixels = pixels.half()
+            embeddings.append(embedder(pixels, sizes).float())
+            if augmentation.flip:
+                embeddings.append(embedder(pixels.flip(-1), sizes).float())
+        return torch.nn.functional.normalize(torch.stack(embeddings).mean(0), dim=-1)
 
 
 def script(module: SubmissionModule) -> torch.jit.ScriptModule:

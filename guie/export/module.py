@@ -2,8 +2,9 @@
 
 Contract (DESIGN.md): input uint8 (or float 0..255) RGB, a batch ``(N, 3, H, W)`` of any H, W
 or one image ``(3, H, W)``; output ``(N, dim)`` float32. Inside: to float, resize as the
-backbone's open_clip preprocessing does, /255, CLIP mean/std, image tower, projection, L2
-normalise. Resize semantics for ``resize_mode``:
+backbone's open_clip preprocessing does, /255, CLIP mean/std, image tower, projection (given
+the input's own H, W when the run was trained with size features), L2 normalise. Resize
+semantics for ``resize_mode``:
 
 - ``shortest`` (open_clip's default): the shorter side to S (the longer side to
   int(S * long / short), as torchvision's Resize does), then a centre crop of S x S (offsets
@@ -37,28 +38,31 @@ def resample_8bit(x: torch.Tensor, size: list[int], interpolation: str) -> torch
 
 
 def preprocess(x: torch.Tensor, size: int, mean: torch.Tensor, std: torch.Tensor, squash: bool,
-               interpolation: str = "bicubic") -> torch.Tensor:
+               interpolation: str = "bicubic", resize: int = 0) -> torch.Tensor:
     """uint8/float 0..255 images (N, 3, H, W) -> normalised float (N, 3, size, size).
 
+    ``resize`` > ``size`` (a second-resolution TTA view) resizes to ``resize`` instead and
+    centre-crops ``size`` out of that, in either resize mode.
     Integer arithmetic without shape branches, so the same function scripts for TorchScript
     and traces symbolically for torch.export: ``size * side // short`` equals torchvision's
     ``int(size * long / short)``, and ``(d + (d // 2) % 2) // 2`` equals its centre-crop offset
     ``int(round(d / 2))`` (round half to even).
     """
+    target = resize if resize > 0 else size
     x = x.float()
     h, w = x.shape[-2], x.shape[-1]
     if squash:
-        new_h, new_w = size, size
+        new_h, new_w = target, target
     else:
         if torch.jit.is_scripting():
             short = min(h, w)
         else:
             short = torch.sym_min(h, w)
-        new_h, new_w = size * h // short, size * w // short
+        new_h, new_w = target * h // short, target * w // short
     # Pillow's order: the horizontal pass, then the vertical one, each back to 8-bit levels
     x = resample_8bit(x, [h, new_w], interpolation)
     x = resample_8bit(x, [new_h, new_w], interpolation)
-    if not squash:
+    if not squash or target != size:
         top = (new_h - size + ((new_h - size) // 2) % 2) // 2
         left = (new_w - size + ((new_w - size) // 2) % 2) // 2
         # index_select, not slicing: the crop's length is stated outright and never aliases the input,
@@ -68,23 +72,36 @@ def preprocess(x: torch.Tensor, size: int, mean: torch.Tensor, std: torch.Tensor
     return (x / 255.0 - mean) / std
 
 
+def original_sizes(images: torch.Tensor) -> torch.Tensor:
+    """``(N, 2)`` float (height, width) of a batch ``(N, 3, H, W)``: what size features are computed from."""
+    n, h, w = images.shape[0], images.shape[-2], images.shape[-1]
+    ones = torch.ones(n, 1, dtype=torch.float32, device=images.device)
+    return torch.cat([ones * h, ones * w], dim=1)
+
+
 class EmbeddingCore(nn.Module):
-    """Image tower + projection on preprocessed pixels; traced once for TorchScript."""
+    """Image tower + projection on preprocessed pixels (and the original sizes, for size features)."""
 
     def __init__(self, visual: nn.Module, projection: nn.Module):
         super().__init__()
         self.visual = visual
         self.projection = projection
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.projection(self.visual(pixels))
+    def forward(self, pixels: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+        return self.projection(self.visual(pixels), sizes)
 
 
 class SubmissionModule(nn.Module):
-    """Raw images -> (N, dim) float32 unit vectors; see the module docstring for the contract."""
+    """Raw images -> (N, dim) float32 unit vectors; see the module docstring for the contract.
+
+    Test-time augmentation: ``tta_flip`` adds each view's mirror image, ``tta_resize`` > 0 adds
+    a second view resized to that many pixels and centre-cropped to ``size``; the output is the
+    normalised mean of all views' embeddings.
+    """
 
     def __init__(self, core: nn.Module, size: int, mean: list[float], std: list[float], resize_mode: str,
-                 chunk: int = 32, half: bool = False, tta_flip: bool = False, interpolation: str = "bicubic"):
+                 chunk: int = 32, half: bool = False, tta_flip: bool = False, interpolation: str = "bicubic",
+                 tta_resize: int = 0):
         super().__init__()
         self.core = core
         self.size = size
@@ -92,6 +109,7 @@ class SubmissionModule(nn.Module):
         self.chunk = chunk
         self.half = half
         self.tta_flip = tta_flip
+        self.tta_resize = tta_resize
         self.interpolation = interpolation
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
@@ -106,12 +124,21 @@ class SubmissionModule(nn.Module):
             outputs.append(self._embed(images[start:start + self.chunk]))
         return torch.cat(outputs, dim=0)
 
-    def _embed(self, images: torch.Tensor) -> torch.Tensor:
-        pixels = preprocess(images, self.size, self.mean, self.std, self.squash, self.interpolation)
+    def _view(self, images: torch.Tensor, sizes: torch.Tensor, resize: int) -> torch.Tensor:
+        """The summed embeddings of one resolution and, under flip TTA, its mirror image."""
+        pixels = preprocess(images, self.size, self.mean, self.std, self.squash, self.interpolation, resize)
         if self.half:
             pixels = pixels.half()
-        embedding = self.core(pixels).float()
+        embedding = self.core(pixels, sizes).float()
         if self.tta_flip:
-            # test-time augmentation: the mean of the image's and its mirror image's embeddings
-            embedding = (embedding + self.core(pixels.flip(-1)).float()) / 2.0
-        return F.normalize(embedding, dim=-1)
+            embedding = embedding + self.core(pixels.flip(-1), sizes).float()
+        return embedding
+
+    def _embed(self, images: torch.Tensor) -> torch.Tensor:
+        sizes = original_sizes(images)  # the same for every view: they describe the image as given
+        embedding = self._view(images, sizes, 0)
+        views = 2 if self.tta_flip else 1
+        if self.tta_resize > 0:
+            embedding = embedding + self._view(images, sizes, self.tta_resize)
+            views = views * 2
+        return F.normalize(embedding / float(views), dim=-1)

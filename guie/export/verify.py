@@ -201,6 +201,7 @@ def pil_pipeline_diff(embedder: Embedder, info: dict[str, Any], images: dict,
         pixels = transform(pil).unsqueeze(0)
         if info["fp16"]:
             pixels = pixels.half()
-        ref = torch.nn.functional.normalize(embedder(pixels).float(), dim=-1)
+        sizes = torch.tensor([[float(img.shape[-2]), float(img.shape[-1])]])
+        ref = torch.nn.functional.normalize(embedder(pixels, sizes).float(), dim=-1)
         worst = max(worst, float((model(img.unsqueeze(0)) - ref).abs().max()))
     return worst

@@ -13,15 +13,19 @@ from guie.model.projection import Projection
 
 
 class Embedder(nn.Module):
-    """Normalised pixel tensors ``(N, 3, S, S)`` -> embeddings ``(N, dim)``, unit length."""
+    """Normalised pixel tensors ``(N, 3, S, S)`` -> embeddings ``(N, dim)``, unit length.
+
+    ``sizes`` ``(N, 2)`` are the original (height, width) of the images, needed when the
+    projection was trained with size features and ignored otherwise.
+    """
 
     def __init__(self, visual: nn.Module, projection: Projection):
         super().__init__()
         self.visual = visual
         self.projection = projection
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.projection(self.visual(pixels))
+    def forward(self, pixels: torch.Tensor, sizes: torch.Tensor | None = None) -> torch.Tensor:
+        return self.projection(self.visual(pixels), sizes)
 
 
 def load_embedder(model: str | Path, device: str | torch.device = "cpu") -> tuple[Embedder, Backbone]:

@@ -148,14 +148,20 @@ def model_card(spec: PackageSpec, source: ModelSource, sha256: str, size: int) -
         pretrained = cfg.get("pretrained") or verify.get("pretrained")
         lines.append(f"- Backbone: open_clip `{backbone}`" + (f" (`{pretrained}`)" if pretrained else "") + ", frozen")
     if cfg:
-        keys = ("head", "dim", "classes", "epochs", "batch_size", "lr", "margin", "scale", "aug_views", "seed")
-        shown = ", ".join(f"{k} {cfg[k]}" for k in keys if cfg.get(k) is not None)
+        keys = ("head", "dim", "classes", "epochs", "batch_size", "lr", "margin", "margin_schedule", "scale",
+                "aug_views", "ema", "domain_loss", "size_features", "stage2_blocks", "seed")
+        shown = ", ".join(f"{k} {cfg[k]}" for k in keys if cfg.get(k) not in (None, False, 0) or k in ("dim", "seed"))
         sources = sorted({str(d).split(":", 1)[0] for d in cfg.get("data", [])})
         lines.append(f"- Config: {shown}" + (f"; data: {', '.join(sources)}" if sources else ""))
     if source.torch_version:
         lines.append(f"- Exported with torch {source.torch_version}"
-                     + (f"; max abs diff to the eager model {_fmt(verify['max_abs_diff'])}"
-                        if "max_abs_diff" in verify else ""))
+                     + (f"; max abs diff to the eager model {verify['max_abs_diff_vs_eager']:.1e}"
+                        if isinstance(verify.get("max_abs_diff_vs_eager"), float) else ""))
+    preprocess = verify.get("preprocess") if isinstance(verify.get("preprocess"), dict) else {}
+    inside = ([f"test-time augmentation {preprocess['tta']}"] if preprocess.get("tta", "none") != "none" else []) \
+        + (["size features from the input's height and width"] if preprocess.get("size_features") else [])
+    if inside:
+        lines.append(f"- Inside the graph: {', '.join(inside)}")
     holdout = source.eval.get("holdout") if isinstance(source.eval.get("holdout"), dict) else None
     if holdout:
         lines += ["", "## CV scores (held-out split of the training data)",

@@ -6,7 +6,9 @@ augmented view). Inside it, each image is keyed by path, size and mtime, so the 
 serves every run and sweep whose records overlap, and edited files are recomputed. Shards
 are written whole (temp file, then rename) and listed in index.json only afterwards, so a
 killed extraction resumes from its last shard; a shard that fails to load is dropped and
-its images recomputed.
+its images recomputed. Each shard also records the images' original (height, width), the
+input of size features; a shard from before sizes were recorded counts as missing for a run
+that needs them.
 """
 from __future__ import annotations
 
@@ -52,6 +54,7 @@ class FeatureTable:
     shard_of: np.ndarray  # per record: shard number, -1 for a bad image
     row_of: np.ndarray
     dim: int
+    size_shards: list[np.ndarray | None] = field(default_factory=list)  # per shard: (rows, 2) int32 or None
 
     def __len__(self) -> int:
         return len(self.shard_of)
@@ -66,6 +69,20 @@ class FeatureTable:
                 continue
             sel = shard_ids == s
             out[sel] = self.shards[s][self.row_of[index[sel]]]
+        return out
+
+    def sizes(self, index: np.ndarray) -> np.ndarray:
+        """Original (height, width) of the images at record positions ``index``, float32; 0 for bad images."""
+        index = np.asarray(index)
+        out = np.zeros((len(index), 2), dtype=np.float32)
+        shard_ids = self.shard_of[index]
+        for s in np.unique(shard_ids):
+            if s < 0:
+                continue
+            if self.size_shards[s] is None:
+                raise KeyError("image sizes were not recorded in this cache shard")
+            sel = shard_ids == s
+            out[sel] = self.size_shards[s][self.row_of[index[sel]]]
         return out
 
 
@@ -107,6 +124,7 @@ class FeatureCache:
             self._index = {"identity": self.identity, "meta": None, "shards": [], "bad": {}}
         self._locations: dict[str, tuple[int, int]] = {}
         self._arrays: list[np.ndarray] = []
+        self._size_arrays: list[np.ndarray | None] = []
         good_shards = []
         for shard in self._index["shards"]:
             try:
@@ -114,12 +132,16 @@ class FeatureCache:
                 keys = json.loads((self.dir / shard["keys"]).read_text())
                 if arr.shape[0] != len(keys) or arr.ndim != 2:
                     raise ValueError("rows and keys disagree")
+                sizes = np.load(self.dir / shard["sizes"]) if "sizes" in shard else None
+                if sizes is not None and sizes.shape != (len(keys), 2):
+                    raise ValueError("sizes and keys disagree")
             except (OSError, ValueError, json.JSONDecodeError):
                 tqdm.write(f"feature cache: shard {shard['file']} is broken; its images will be recomputed")
                 continue
             n = len(good_shards)
             good_shards.append(shard)
             self._arrays.append(arr)
+            self._size_arrays.append(sizes)
             for row, key in enumerate(keys):
                 self._locations[key] = (n, row)
         if len(good_shards) != len(self._index["shards"]):
@@ -140,17 +162,26 @@ class FeatureCache:
         """Re-read index.json (after other processes added shards)."""
         self._load_index()
 
-    def missing(self, keys: Sequence[str]) -> list[int]:
-        """Positions of keys with neither features nor a bad-image record."""
-        return [i for i, k in enumerate(keys) if k not in self._locations and k not in self.bad]
+    def missing(self, keys: Sequence[str], need_sizes: bool = False) -> list[int]:
+        """Positions of keys with neither features nor a bad-image record (nor, with ``need_sizes``,
+        a recorded image size)."""
+        def has(key: str) -> bool:
+            loc = self._locations.get(key)
+            return loc is not None and (not need_sizes or self._size_arrays[loc[0]] is not None)
 
-    def add_shard(self, keys: list[str], features: np.ndarray, bad: dict[str, str], meta: dict[str, Any]) -> None:
-        """Persist one shard (atomically), then list it in the index."""
+        return [i for i, k in enumerate(keys) if not has(k) and k not in self.bad]
+
+    def add_shard(self, keys: list[str], features: np.ndarray, sizes: np.ndarray, bad: dict[str, str],
+                  meta: dict[str, Any]) -> None:
+        """Persist one shard (features and image sizes, each atomically), then list it in the index."""
         name = f"shard-{uuid.uuid4().hex[:12]}"
         if keys:
             with atomic_path(self.dir / f"{name}.npy") as tmp:
                 with open(tmp, "wb") as fh:
                     np.save(fh, features.astype(np.float16))
+            with atomic_path(self.dir / f"{name}.sizes.npy") as tmp:
+                with open(tmp, "wb") as fh:
+                    np.save(fh, sizes.astype(np.int32))
             with atomic_path(self.dir / f"{name}.keys.json") as tmp:
                 tmp.write_text(json.dumps(keys))
         with self._locked():
@@ -161,7 +192,8 @@ class FeatureCache:
             current["identity"] = self.identity
             current["meta"] = meta
             if keys:
-                current["shards"].append({"file": f"{name}.npy", "keys": f"{name}.keys.json", "rows": len(keys)})
+                current["shards"].append({"file": f"{name}.npy", "keys": f"{name}.keys.json",
+                                          "sizes": f"{name}.sizes.npy", "rows": len(keys)})
             current["bad"].update(bad)
             write_json(self.dir / "index.json", current)
         self._load_index()
@@ -176,7 +208,7 @@ class FeatureCache:
                 shard_of[i], row_of[i] = loc
             elif key not in self.bad:
                 raise KeyError(f"features missing for {key}")
-        return FeatureTable(self._arrays, shard_of, row_of, int(self.meta["feature_dim"]))
+        return FeatureTable(self._arrays, shard_of, row_of, int(self.meta["feature_dim"]), self._size_arrays)
 
 
 def extract_into(cache: FeatureCache, paths: Sequence[str], keys: Sequence[str], backbone: Backbone,
@@ -193,17 +225,19 @@ def extract_into(cache: FeatureCache, paths: Sequence[str], keys: Sequence[str],
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     pending_keys: list[str] = []
     pending: list[np.ndarray] = []
+    pending_sizes: list[np.ndarray] = []
     pending_bad: dict[str, str] = {}
     n_bad = 0
 
     def flush() -> None:
         if pending_keys or pending_bad:
             feats = np.concatenate(pending) if pending else np.zeros((0, backbone.feature_dim), np.float16)
-            cache.add_shard(list(pending_keys), feats, dict(pending_bad), meta)
-            pending_keys.clear(), pending.clear(), pending_bad.clear()
+            sizes = np.concatenate(pending_sizes) if pending_sizes else np.zeros((0, 2), np.int32)
+            cache.add_shard(list(pending_keys), feats, sizes, dict(pending_bad), meta)
+            pending_keys.clear(), pending.clear(), pending_sizes.clear(), pending_bad.clear()
 
     with tqdm(total=len(dataset), desc=desc, unit="img", dynamic_ncols=True, disable=not progress) as bar, torch.inference_mode():
-        for pixels, pos, ok in loader:
+        for pixels, pos, ok, sizes in loader:
             ok = ok.bool()
             for i in pos[~ok].tolist():
                 pending_bad[keys[i]] = "unreadable or corrupt image"
@@ -213,6 +247,7 @@ def extract_into(cache: FeatureCache, paths: Sequence[str], keys: Sequence[str],
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                     feats = backbone.visual(x)
                 pending.append(feats.float().cpu().numpy().astype(np.float16))
+                pending_sizes.append(sizes[ok].numpy())
                 pending_keys.extend(keys[i] for i in pos[ok].tolist())
             bar.update(len(pos))
             if len(pending_keys) >= shard_size:
@@ -230,17 +265,20 @@ class CachedFeatures:
     feature_dim: int
     preprocess_cfg: dict[str, Any]
     computed: int  # images the backbone actually ran on in this call
+    sizes: np.ndarray | None = None  # with need_sizes: (records, 2) original (height, width), 0 for bad images
 
 
 def ensure_features(paths: Sequence[str], spec: BackboneSpec, num_views: int, cache_root: str | Path,
                     get_backbone: Callable[[], Backbone], batch_size: int = 64, num_workers: int | None = None,
                     device: torch.device | None = None, shard_size: int = 4096,
-                    log: Callable[[str], None] = print, dist: DistContext | None = None) -> CachedFeatures:
+                    log: Callable[[str], None] = print, dist: DistContext | None = None,
+                    need_sizes: bool = False) -> CachedFeatures:
     """Features for ``paths`` under view 0 and ``num_views`` augmented views, computing only what is missing.
 
     ``get_backbone`` is called only when some image is missing from the cache. Under torchrun
     each rank extracts every world-th missing image into shards of its own; all ranks agree on
-    what is missing before any of them writes.
+    what is missing before any of them writes. With ``need_sizes`` the images' original sizes
+    are returned too, and clean-view features cached before sizes were recorded are recomputed.
     """
     dist = dist or DistContext()
     device = device or torch.device("cpu")
@@ -250,7 +288,7 @@ def ensure_features(paths: Sequence[str], spec: BackboneSpec, num_views: int, ca
     computed = 0
     caches = [FeatureCache.open(cache_root, spec, v) for v in range(num_views + 1)]
     for view, cache in enumerate(caches):
-        todo = cache.missing(keys)
+        todo = cache.missing(keys, need_sizes=need_sizes and view == 0)
         dist.barrier()  # every rank has read the same index before any rank adds to it
         label = "clean view" if view == 0 else f"augmented view {view}"
         if not todo:
@@ -269,4 +307,5 @@ def ensure_features(paths: Sequence[str], spec: BackboneSpec, num_views: int, ca
         tables.append(cache.table(keys))
     meta = caches[0].meta
     bad = {i: caches[0].bad[k] for i, k in enumerate(keys) if k in caches[0].bad}
-    return CachedFeatures(tables, bad, int(meta["feature_dim"]), meta["preprocess_cfg"], computed)
+    sizes = tables[0].sizes(np.arange(len(keys))) if need_sizes else None
+    return CachedFeatures(tables, bad, int(meta["feature_dim"]), meta["preprocess_cfg"], computed, sizes)

@@ -62,9 +62,9 @@ class HeadModel(torch.nn.Module):
         super().__init__()
         self.projection, self.head, self.domain_head = projection, head, domain_head
 
-    def forward(self, features: torch.Tensor, labels: torch.Tensor
+    def forward(self, features: torch.Tensor, labels: torch.Tensor, sizes: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        embeddings = self.projection(features)
+        embeddings = self.projection(features, sizes)
         domain_logits = self.domain_head(embeddings) if self.domain_head is not None else None
         return embeddings, self.head(embeddings, labels), domain_logits
 
@@ -83,7 +83,7 @@ def train_head(views: list[FeatureTable], train_index: np.ndarray, labels: np.nd
                device: torch.device, tracker: Tracker, resume_state: dict[str, Any] | None = None,
                extra_state: dict[str, Any] | None = None, log: Callable[[str], None] = print,
                dist: DistContext | None = None, domain_head: torch.nn.Module | None = None,
-               domain_labels: np.ndarray | None = None) -> TrainOutcome:
+               domain_labels: np.ndarray | None = None, sizes: np.ndarray | None = None) -> TrainOutcome:
     """Train projection + head with AdamW and a cosine schedule; checkpoint and log every epoch.
 
     Each epoch's shuffle, view choice and dropout draw from seeds derived from (seed, epoch),
@@ -93,6 +93,8 @@ def train_head(views: list[FeatureTable], train_index: np.ndarray, labels: np.nd
     one up to float rounding (BatchNorm statistics stay per rank). Rank 0 writes the files.
     With ``domain_head``, an auxiliary domain classifier on the embedding adds
     ``settings.domain_loss`` times its cross-entropy (the seed's unified multi-domain mode).
+    ``sizes`` (per record, original height and width) feed a projection with size features;
+    every view of an image shares its original size.
     """
     dist = dist or DistContext()
     projection.to(device)
@@ -151,7 +153,8 @@ def train_head(views: list[FeatureTable], train_index: np.ndarray, labels: np.nd
             idx, chosen = idx[dist.rank::dist.world], chosen[dist.rank::dist.world]
             x = torch.from_numpy(gather(views, idx, chosen)).to(device)
             y = labels_t[idx].to(device)
-            embeddings, logits, domain_logits = model(x, y)
+            s = torch.from_numpy(sizes[idx]).to(device) if sizes is not None else None
+            embeddings, logits, domain_logits = model(x, y, s)
             loss = F.cross_entropy(logits, y)
             if domain_logits is not None:
                 d = domains_t[idx].to(device)

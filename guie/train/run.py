@@ -116,21 +116,25 @@ def evaluate_tasks(model: Path, cfg: TrainConfig, device: str, log: Callable[[st
 
 
 def embed(projection: Projection, table: FeatureTable, index: np.ndarray, device: torch.device,
-          batch: int = 8192) -> np.ndarray:
-    """Embeddings of clean features at record positions ``index``."""
+          sizes: np.ndarray | None = None, batch: int = 8192) -> np.ndarray:
+    """Embeddings of clean features at record positions ``index`` (with the records' ``sizes`` for size features)."""
     out = []
     with torch.inference_mode():
         for start in range(0, len(index), batch):
-            x = torch.from_numpy(table.get(index[start:start + batch])).to(device)
-            out.append(projection(x).float().cpu().numpy())
+            part = index[start:start + batch]
+            x = torch.from_numpy(table.get(part)).to(device)
+            s = torch.from_numpy(sizes[part]).to(device) if sizes is not None else None
+            out.append(projection(x, s).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, projection.dim), np.float32)
 
 
-def feature_stats(table: FeatureTable, index: np.ndarray, seed: int, sample: int = 100_000) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-dimension mean and std of the clean training features (from a seeded sample when large)."""
+def feature_stats(projection: Projection, table: FeatureTable, index: np.ndarray, seed: int,
+                  sizes: np.ndarray | None = None, sample: int = 100_000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and std of the projection's clean training inputs (from a seeded sample when large)."""
     if len(index) > sample:
         index = np.sort(np.random.default_rng(seed).choice(index, sample, replace=False))
-    x = table.get(index).astype(np.float64)
+    s = torch.from_numpy(sizes[index]) if sizes is not None else None
+    x = projection.inputs(torch.from_numpy(table.get(index)), s).numpy().astype(np.float64)
     return torch.from_numpy(x.mean(0)).float(), torch.from_numpy(x.std(0)).float()
 
 
@@ -138,6 +142,7 @@ def random_projection_baseline(table: FeatureTable, query: np.ndarray, index: np
                                dim: int, seed: int, mean: torch.Tensor, std: torch.Tensor) -> float:
     """mP@5 of a random Gaussian projection of the same standardised features: the floor a trained head must beat."""
     matrix = np.random.default_rng(seed).standard_normal((table.dim, dim)).astype(np.float32)
+    mean, std = mean[:table.dim], std[:table.dim]  # the backbone features' part (without size features)
 
     def project(idx: np.ndarray) -> np.ndarray:
         y = ((table.get(idx) - mean.numpy()) / (std.numpy() + 1e-6)) @ matrix
@@ -194,8 +199,7 @@ def _run(cfg: TrainConfig, resume: bool, overwrite: bool, log: Callable[[str], N
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else cache_root() / "features"
     feats = ensure_features([r.path for r in records], spec, cfg.aug_views, cache_dir, get_backbone,
                             batch_size=cfg.extract_batch_size, num_workers=cfg.workers, device=device, log=log,
-                            shard_size=cfg.shard_size,
-                            dist=dist)
+                            shard_size=cfg.shard_size, dist=dist, need_sizes=cfg.size_features)
     bad_frac = len(feats.bad) / max(1, len(records))
     data_report = {"sources": source_report, "sampling": vars(sampled), "bad_images": len(feats.bad),
                    "bad_image_list": [{"path": records[i].path, "reason": why} for i, why in sorted(feats.bad.items())]}
@@ -223,9 +227,15 @@ def _run(cfg: TrainConfig, resume: bool, overwrite: bool, log: Callable[[str], N
         + (f", holding out {len(holdout_index)}" if len(holdout_index) else ""))
 
     torch.manual_seed(cfg.seed)
-    projection = Projection(feats.feature_dim, cfg.dim, cfg.batchnorm, cfg.dropout)
-    stats = feature_stats(feats.views[0], train_index, cfg.seed)
+    projection = Projection(feats.feature_dim, cfg.dim, cfg.batchnorm, cfg.dropout, cfg.size_features)
+    stats = feature_stats(projection, feats.views[0], train_index, cfg.seed, feats.sizes)
     projection.set_feature_stats(*stats)
+    if feats.sizes is not None:
+        hw = feats.sizes[train_index]
+        log(f"size features: training images from {int(hw[:, 0].min())}x{int(hw[:, 1].min())} to "
+            f"{int(hw[:, 0].max())}x{int(hw[:, 1].max())} pixels (height x width)"
+            + ("; they all share one size, so the size features carry nothing and are ignored"
+               if (hw == hw[0]).all() else ""))
     head = build_head(cfg.head, cfg.dim, len(classes), cfg.scale, cfg.margin, cfg.subcenters)
     domains = sorted({records[i].domain for i in train_index})
     domain_labels = np.array([domains.index(r.domain) if r.domain in domains else -1 for r in records])
@@ -236,7 +246,7 @@ def _run(cfg: TrainConfig, resume: bool, overwrite: bool, log: Callable[[str], N
                                 cfg.ema, parse_margin_schedule(cfg.margin_schedule), cfg.domain_loss)
         outcome = train_head(feats.views, train_index, labels, projection, head, settings, run_dir, device,
                              tracker, load_checkpoint(run_dir) if resume else None, log=log, dist=dist,
-                             domain_head=domain_head, domain_labels=domain_labels)
+                             domain_head=domain_head, domain_labels=domain_labels, sizes=feats.sizes)
         history = outcome.history
         if not dist.is_main:
             return RunResult(run_dir, history, {}, feats.computed)
@@ -265,7 +275,7 @@ def _run(cfg: TrainConfig, resume: bool, overwrite: bool, log: Callable[[str], N
                                         cfg.workers or 0)
             else:
                 def embed_at(index: np.ndarray) -> np.ndarray:
-                    return embed(projection, feats.views[0], index, device)
+                    return embed(projection, feats.views[0], index, device, feats.sizes)
             holdout = evaluate_retrieval(embed_at(train_index), [class_keys[i] for i in train_index],
                                          embed_at(holdout_index), [class_keys[i] for i in holdout_index])
             holdout["random_projection_mP@5"] = random_projection_baseline(

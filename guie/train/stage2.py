@@ -78,14 +78,14 @@ def fine_tune(backbone: Backbone, projection: Projection, head: MarginHead, path
         loader = DataLoader(dataset, batch_size=settings.batch_size, shuffle=True, generator=generator,
                             num_workers=settings.workers, pin_memory=use_amp, drop_last=len(dataset) > settings.batch_size)
         loss_sum, seen = 0.0, 0
-        for pixels, pos, ok in tqdm(loader, desc=f"stage 2 epoch {epoch + 1}/{settings.epochs}", unit="batch",
+        for pixels, pos, ok, sizes in tqdm(loader, desc=f"stage 2 epoch {epoch + 1}/{settings.epochs}", unit="batch",
                                     dynamic_ncols=True):
             if not ok.any():
                 continue
             x, y = pixels[ok].to(device), labels_t[pos[ok]].to(device)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 features = visual(x)
-            logits = head(projection(features.float()), y)
+            logits = head(projection(features.float(), sizes[ok].to(device)), y)
             loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -105,6 +105,6 @@ def embed_images(visual: nn.Module, projection: Projection, preprocess_cfg: dict
     dataset = ImageDataset(paths, eval_transform(preprocess_cfg), image_size)
     out = np.zeros((len(paths), projection.dim), dtype=np.float32)
     with torch.inference_mode():
-        for pixels, pos, _ in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
-            out[pos.numpy()] = projection(visual(pixels.to(device)).float()).cpu().numpy()
+        for pixels, pos, _, sizes in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
+            out[pos.numpy()] = projection(visual(pixels.to(device)).float(), sizes.to(device)).cpu().numpy()
     return out
