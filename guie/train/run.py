@@ -232,8 +232,8 @@ def _run(cfg: TrainConfig, resume: bool, overwrite: bool, log: Callable[[str], N
     projection.set_feature_stats(*stats)
     if feats.sizes is not None:
         hw = feats.sizes[train_index]
-        log(f"size features: training images from {int(hw[:, 0].min())}x{int(hw[:, 1].min())} to "
-            f"{int(hw[:, 0].max())}x{int(hw[:, 1].max())} pixels (height x width)"
+        log(f"size features: training images {int(hw[:, 0].min())}-{int(hw[:, 0].max())} pixels high, "
+            f"{int(hw[:, 1].min())}-{int(hw[:, 1].max())} wide"
             + ("; they all share one size, so the size features carry nothing and are ignored"
                if (hw == hw[0]).all() else ""))
     head = build_head(cfg.head, cfg.dim, len(classes), cfg.scale, cfg.margin, cfg.subcenters)
