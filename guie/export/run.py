@@ -47,10 +47,9 @@ def export_run(model: str | Path, out_dir: str | Path, *, fp16: bool = False, fm
     eager, embedder, info = build_submission_module(model, fp16, chunk if fmt == "torchscript" else 0, tta)
     out = Path(out_dir)  # made only once the model has loaded: a wrong RUN leaves no empty folder behind
     out.mkdir(parents=True, exist_ok=True)
-    extras = ([" (fp16 weights)"] if fp16 else []) + ([f" with TTA {info['tta']}"] if info["tta"] != "none" else []) \
-        + ([" with size features"] if info["size_features"] else [])
+    extras = (["TTA " + info["tta"]] if info["tta"] != "none" else []) + (["size features"] if info["size_features"] else [])
     log(f"exporting {info['backbone']['name']} ({info['backbone']['pretrained']}) + projection to "
-        f"{info['dim']}-D as {fmt}{''.join(extras)}")
+        f"{info['dim']}-D as {fmt}{' (fp16 weights)' if fp16 else ''}{' with ' + ' and '.join(extras) if extras else ''}")
     return write_verified(eager, embedder, info, out, fmt, str(Path(model).resolve()), log, measure_speed)
 
 
