@@ -150,7 +150,9 @@ def model_card(spec: PackageSpec, source: ModelSource, sha256: str, size: int) -
     if cfg:
         keys = ("head", "dim", "classes", "epochs", "batch_size", "lr", "margin", "margin_schedule", "scale",
                 "aug_views", "ema", "domain_loss", "size_features", "stage2_blocks", "seed")
-        shown = ", ".join(f"{k} {cfg[k]}" for k in keys if cfg.get(k) not in (None, False, 0) or k in ("dim", "seed"))
+        # options left at off (None, False, 0) are not shown; dim and seed always are
+        shown = ", ".join(f"{k} {cfg[k]}" for k in keys
+                          if cfg.get(k) is not None and (cfg[k] not in (False, 0) or k in ("dim", "seed")))
         sources = sorted({str(d).split(":", 1)[0] for d in cfg.get("data", [])})
         lines.append(f"- Config: {shown}" + (f"; data: {', '.join(sources)}" if sources else ""))
     if source.torch_version:
