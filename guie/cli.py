@@ -425,12 +425,12 @@ def export_command(runs: tuple[str, ...], fmt: str, out: str | None, fp16: bool,
                    ensemble: str | None, ensemble_images: int) -> None:
     from guie.export import export_ensemble, export_run
 
-    parse_tta(tta)
+    augmentation = parse_tta(tta)  # a bad spec fails here, before any model loads
     if len(runs) > 1 or ensemble:
         if not ensemble or len(runs) < 2:
             raise GuieError("several runs export as one module only with --ensemble pca, and --ensemble needs "
                             "at least two runs")
-        if fmt != "torchscript" or fp16 or str(parse_tta(tta)) != "none":
+        if fmt != "torchscript" or fp16 or str(augmentation) != "none":
             raise GuieError("--ensemble exports TorchScript in fp32 without --tta; drop --program/--fp16/--tta")
         out_dir = Path(out) if out else Path("export-ensemble")
         export_ensemble(list(runs), out_dir, images=ensemble_images, chunk=chunk, log=click.echo)

@@ -42,15 +42,16 @@ def build_submission_module(model: str | Path, fp16: bool = False, chunk: int = 
     if fp16:
         # The image tower carries the weight; the projection stays fp32 and gets float features.
         core.visual.half()
+    tta_resize = augmentation.resize(size)
     module = SubmissionModule(core, size, list(cfg["mean"]), list(cfg["std"]), cfg["resize_mode"], chunk, fp16,
                               tta_flip=augmentation.flip, interpolation=cfg["interpolation"],
-                              tta_resize=augmentation.resize(size)).eval()
+                              tta_resize=tta_resize).eval()
     info = {"image_size": size, "resize_mode": cfg["resize_mode"], "interpolation": cfg["interpolation"],
             "resampling": "antialiased, two passes (horizontal, vertical) each rounded to 8 bits, as Pillow",
             "mean": list(cfg["mean"]), "std": list(cfg["std"]), "chunk": chunk, "fp16": fp16,
             "backbone": backbone.spec.to_dict(), "dim": embedder.projection.dim,
             "size_features": embedder.projection.size_features, "tta": str(augmentation),
-            "tta_resize": augmentation.resize(size)}
+            "tta_resize": tta_resize}
     return module, embedder, info
 
 

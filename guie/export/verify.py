@@ -18,6 +18,7 @@ import torch
 
 from guie.errors import GuieError
 from guie.export.build import eager_reference
+from guie.export.module import original_sizes
 from guie.model.embedder import Embedder
 
 FP32_LIMIT = 1e-4
@@ -201,7 +202,6 @@ def pil_pipeline_diff(embedder: Embedder, info: dict[str, Any], images: dict,
         pixels = transform(pil).unsqueeze(0)
         if info["fp16"]:
             pixels = pixels.half()
-        sizes = torch.tensor([[float(img.shape[-2]), float(img.shape[-1])]])
-        ref = torch.nn.functional.normalize(embedder(pixels, sizes).float(), dim=-1)
+        ref = torch.nn.functional.normalize(embedder(pixels, original_sizes(img.unsqueeze(0))).float(), dim=-1)
         worst = max(worst, float((model(img.unsqueeze(0)) - ref).abs().max()))
     return worst

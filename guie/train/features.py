@@ -61,28 +61,24 @@ class FeatureTable:
 
     def get(self, index: np.ndarray) -> np.ndarray:
         """Feature rows (float32) for record positions ``index``, reading only those rows."""
-        index = np.asarray(index)
-        out = np.zeros((len(index), self.dim), dtype=np.float32)
-        shard_ids = self.shard_of[index]
-        for s in np.unique(shard_ids):
-            if s < 0:
-                continue
-            sel = shard_ids == s
-            out[sel] = self.shards[s][self.row_of[index[sel]]]
-        return out
+        return self._rows(self.shards, index, self.dim)
 
     def sizes(self, index: np.ndarray) -> np.ndarray:
         """Original (height, width) of the images at record positions ``index``, float32; 0 for bad images."""
+        if any(self.size_shards[s] is None for s in np.unique(self.shard_of[np.asarray(index)]) if s >= 0):
+            raise KeyError("image sizes were not recorded in this cache shard")
+        return self._rows(self.size_shards, index, 2)
+
+    def _rows(self, arrays: Sequence[np.ndarray | None], index: np.ndarray, width: int) -> np.ndarray:
+        """Rows of the per-shard ``arrays`` for record positions ``index`` as float32 (zeros for bad images)."""
         index = np.asarray(index)
-        out = np.zeros((len(index), 2), dtype=np.float32)
+        out = np.zeros((len(index), width), dtype=np.float32)
         shard_ids = self.shard_of[index]
         for s in np.unique(shard_ids):
             if s < 0:
                 continue
-            if self.size_shards[s] is None:
-                raise KeyError("image sizes were not recorded in this cache shard")
             sel = shard_ids == s
-            out[sel] = self.size_shards[s][self.row_of[index[sel]]]
+            out[sel] = arrays[s][self.row_of[index[sel]]]
         return out
 
 
