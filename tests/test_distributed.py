@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import torch
+from cache_files import shards_in
 
 from guie.model.model_file import read_model_file
 
@@ -25,8 +26,8 @@ def test_two_process_run_matches_single_process(digits_dir, tmp_path):
     assert dist_run.stdout.count("epoch 3/3") == 1  # only rank 0 prints
 
     # Both ranks wrote shards of their own into the one cache, covering all 240 images once.
-    index = json.loads(next((tmp_path / "cache-ddp").glob("*/index.json")).read_text())
-    assert len(index["shards"]) == 2 and sum(s["rows"] for s in index["shards"]) == 240
+    shards = shards_in(tmp_path / "cache-ddp")
+    assert len(shards) == 2 and sum(s["rows"] for s in shards) == 240
 
     single = subprocess.run([sys.executable, "-m", "guie.train",
                              *train_args(digits_dir, tmp_path / "one", tmp_path / "cache-one")],

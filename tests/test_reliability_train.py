@@ -8,6 +8,7 @@ import time
 
 import pytest
 import torch
+from cache_files import shards_in
 from conftest import tiny_train_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -136,8 +137,8 @@ def test_kill_9_during_feature_extraction_then_resume(tmp_path, cli):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def some_shards():
-        files = list(index.glob("*/index.json"))
-        return bool(files) and len(json.loads(files[0].read_text() or "{}").get("shards", [])) >= 2
+        files = list(index.glob("*/index.jsonl"))
+        return bool(files) and files[0].read_text().count('"shard"') >= 2
 
     assert wait_for(some_shards, proc), "extraction finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
@@ -189,9 +190,9 @@ def test_broken_cache_shard_is_detected_and_recomputed(digits_dir, tmp_path):
     cfg = tiny_train_config([f"imagefolder:{digits_dir}"], tmp_path / "a", epochs=1, cache_dir=str(tmp_path / "c"),
                             shard_size=100)
     first = run_training(cfg, log=lambda _: None)
-    index = json.loads(next((tmp_path / "c").glob("*/index.json")).read_text())
-    assert len(index["shards"]) > 1
-    broken = index["shards"][0]
+    shards = shards_in(tmp_path / "c")
+    assert len(shards) > 1
+    broken = shards[0]
     shard = next((tmp_path / "c").glob(f"*/{broken['file']}"))
     shard.write_bytes(shard.read_bytes()[:100])  # truncated
     lines = []

@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from cache_files import cache_folder, write_legacy_index
 from conftest import tiny_train_config
 from PIL import Image
 
@@ -88,11 +89,7 @@ def test_the_cache_records_original_sizes_and_fills_them_into_old_shards(orienta
     expected = [[Image.open(p).height, Image.open(p).width] for p in paths]
     assert feats.sizes.tolist() == expected and feats.computed == 10
     # A cache written before sizes were recorded: fine for runs without size features, recomputed for the rest.
-    (index_file,) = tmp_path.rglob("index.json")
-    index = json.loads(index_file.read_text())
-    for shard in index["shards"]:
-        shard.pop("sizes")
-    index_file.write_text(json.dumps(index))
+    write_legacy_index(cache_folder(tmp_path), drop_sizes=True)
     plain = ensure_features(paths, spec, 0, tmp_path, get, num_workers=0, log=lambda _: None)
     assert plain.computed == 0 and plain.sizes is None
     again = ensure_features(paths, spec, 0, tmp_path, get, num_workers=0, log=lambda _: None, need_sizes=True)

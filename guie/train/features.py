@@ -4,9 +4,11 @@ A cache folder holds the features of one backbone (name + weights fingerprint) u
 image view (view 0: the model's own inference transform; view k >= 1: the k-th seeded
 augmented view). Inside it, each image is keyed by path, size and mtime, so the same cache
 serves every run and sweep whose records overlap, and edited files are recomputed. Shards
-are written whole (temp file, then rename) and listed in index.json only afterwards, so a
-killed extraction resumes from its last shard; a shard that fails to load is dropped and
-its images recomputed. Each shard also records the images' original (height, width), the
+are written whole (temp file, then rename) and listed in the journal index.jsonl only
+afterwards, so a killed extraction resumes from its last shard; a shard that fails to load
+is dropped and its images recomputed. Bookkeeping is linear: adding a shard reads only its
+own keys and the journal lines added since; opening a cache of N images parses N keys (one
+per line) and keeps 24 bytes per image in memory (two 64-bit key hashes, shard and row). Each shard also records the images' original (height, width), the
 input of size features; a shard from before sizes were recorded counts as missing for a run
 that needs them.
 """
@@ -29,12 +31,14 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from guie.data.images import ImageDataset, default_workers
-from guie.fileio import atomic_path, write_json
+from guie.fileio import atomic_path, write_text
 from guie.model.backbone import Backbone, BackboneSpec, augment_transform, eval_transform
 from guie.train.distributed import DistContext
 
 CACHE_FORMAT = "guie-features/1"
 AUGMENT_NAME = "rrc0.5-hflip"
+JOURNAL = "index.jsonl"
+LEGACY_INDEX = "index.json"
 
 
 def image_key(path: str) -> str:
@@ -44,6 +48,84 @@ def image_key(path: str) -> str:
         return f"{path}|{st.st_size}|{st.st_mtime_ns}"
     except OSError:
         return f"{path}|missing"
+
+
+def key_hashes(keys: Sequence[str]) -> np.ndarray:
+    """The in-memory identity of each cache key: two independent 64-bit string hashes, ``(N, 2)`` int64.
+
+    Python's string hash is keyed per process, so these are never written to disk; a wrong match
+    needs both hashes of two different keys to agree (odds about N * M / 2**128).
+    """
+    out = np.empty((len(keys), 2), dtype=np.int64)
+    out[:, 0] = np.fromiter(map(hash, keys), np.int64, len(keys))
+    out[:, 1] = np.fromiter((hash("\x00" + k) for k in keys), np.int64, len(keys))
+    return out
+
+
+class KeyIndex:
+    """Where each cached image lives (shard, row), as sorted hash arrays: 24 bytes per cached image.
+
+    Shards are added in O(shard) (their hashes wait in a list); the first lookup after an addition
+    merges them with one sort. When a key is in several shards, the shard added last wins.
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[np.ndarray, int]] = []
+        self._h1 = np.zeros(0, np.int64)
+        self._h2 = np.zeros(0, np.int64)
+        self._shard = np.zeros(0, np.int32)
+        self._row = np.zeros(0, np.int32)
+
+    def __len__(self) -> int:
+        self._merge()
+        return len(self._h1)
+
+    def add(self, hashes: np.ndarray, shard: int) -> None:
+        """Record that row r of shard ``shard`` holds the key with ``hashes[r]`` ((rows, 2) int64)."""
+        self._pending.append((hashes, shard))
+
+    def _merge(self) -> None:
+        if not self._pending:
+            return
+        h = [p[0] for p in self._pending]
+        h1 = np.concatenate([self._h1, *(x[:, 0] for x in h)])
+        h2 = np.concatenate([self._h2, *(x[:, 1] for x in h)])
+        shard = np.concatenate([self._shard, *(np.full(len(x), s, np.int32) for x, s in self._pending)])
+        row = np.concatenate([self._row, *(np.arange(len(x), dtype=np.int32) for x in h)])
+        self._pending = []
+        order = np.lexsort((h2, h1))  # stable: equal keys stay in the order their shards were added
+        h1, h2, shard, row = h1[order], h2[order], shard[order], row[order]
+        last = np.ones(len(h1), dtype=bool)
+        last[:-1] = (h1[1:] != h1[:-1]) | (h2[1:] != h2[:-1])
+        self._h1, self._h2, self._shard, self._row = h1[last], h2[last], shard[last], row[last]
+
+    def lookup(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(shard, row) of each key of ``hashes`` ((N, 2) int64): int32 arrays of N, shard -1 where absent."""
+        self._merge()
+        shard = np.full(len(hashes), -1, dtype=np.int32)
+        row = np.zeros(len(hashes), dtype=np.int32)
+        if not len(self._h1) or not len(hashes):
+            return shard, row
+        pos = np.minimum(np.searchsorted(self._h1, hashes[:, 0]), len(self._h1) - 1)
+        same1 = self._h1[pos] == hashes[:, 0]
+        hit = same1 & (self._h2[pos] == hashes[:, 1])
+        for i in np.flatnonzero(same1 & ~hit):  # first hashes agree, second differ: walk the run
+            j = pos[i] + 1
+            while j < len(self._h1) and self._h1[j] == hashes[i, 0]:
+                if self._h2[j] == hashes[i, 1]:
+                    pos[i], hit[i] = j, True
+                    break
+                j += 1
+        shard[hit], row[hit] = self._shard[pos[hit]], self._row[pos[hit]]
+        return shard, row
+
+
+def _read_keys(path: Path) -> list[str]:
+    """A shard's keys: one per line in ``.keys.txt``, or a JSON list in ``.keys.json`` (older caches)."""
+    if path.suffix == ".json":
+        return json.loads(path.read_text(encoding="utf-8"))
+    text = path.read_bytes().decode("utf-8", "surrogateescape")
+    return text.split("\n") if text else []
 
 
 @dataclass
@@ -84,22 +166,48 @@ class FeatureTable:
 
 @dataclass
 class FeatureCache:
-    """One cache folder: a backbone's features under one view."""
+    """One cache folder: a backbone's features under one view.
+
+    ``index.jsonl`` is an append-only journal, one JSON line per event: the identity, a shard
+    added (with the backbone meta and the bad images found meanwhile), a shard dropped as broken.
+    Adding a shard appends one line and reads only the lines added since this process last
+    looked, so extraction bookkeeping grows with the shards written, not with the cache. A cache
+    from before the journal (``index.json`` with every shard listed) is converted on open; its
+    files are kept.
+    """
 
     dir: Path
     identity: dict[str, Any]
-    _index: dict[str, Any] = field(default_factory=dict)
+    keys_read: int = 0  # keys parsed from shard key files since open: the work of the bookkeeping
+    journal_bytes_read: int = 0
 
     @classmethod
     def open(cls, root: str | Path, spec: BackboneSpec, view: int) -> FeatureCache:
+        """The cache folder for ``spec`` under ``view`` in ``root`` (created if new), its journal read."""
         identity = {"format": CACHE_FORMAT, "backbone": spec.fingerprint(),
                     "view": view, "augment": AUGMENT_NAME if view else "none"}
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
         safe = spec.name.replace("/", "_")
-        cache = cls(Path(root) / f"{safe}-v{view}-{digest}", identity)
+        return cls.open_dir(Path(root) / f"{safe}-v{view}-{digest}", identity)
+
+    @classmethod
+    def open_dir(cls, folder: str | Path, identity: dict[str, Any]) -> FeatureCache:
+        """The cache in ``folder`` (created if new); ``identity`` is recorded in a new journal."""
+        cache = cls(Path(folder), identity)
         cache.dir.mkdir(parents=True, exist_ok=True)
-        cache._load_index()
+        cache._migrate_legacy()
+        cache._reset()
+        cache._read_journal()
         return cache
+
+    def _reset(self) -> None:
+        self._offset = 0
+        self._meta: dict[str, Any] | None = None
+        self._bad: dict[str, str] = {}
+        self._shards: list[dict[str, Any]] = []
+        self._arrays: list[np.ndarray] = []
+        self._size_arrays: list[np.ndarray | None] = []
+        self._keys = KeyIndex()
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -110,101 +218,161 @@ class FeatureCache:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def _load_index(self) -> None:
-        path = self.dir / "index.json"
-        try:
-            self._index = json.loads(path.read_text()) if path.exists() else {}
-        except (OSError, json.JSONDecodeError):
-            self._index = {}
-        if not self._index:
-            self._index = {"identity": self.identity, "meta": None, "shards": [], "bad": {}}
-        self._locations: dict[str, tuple[int, int]] = {}
-        self._arrays: list[np.ndarray] = []
-        self._size_arrays: list[np.ndarray | None] = []
-        good_shards = []
-        for shard in self._index["shards"]:
+    def _migrate_legacy(self) -> None:
+        """Turn an ``index.json`` cache into a journal listing the same shards (the old file stays)."""
+        journal, legacy = self.dir / JOURNAL, self.dir / LEGACY_INDEX
+        if journal.exists() or not legacy.exists():
+            return
+        with self._locked():
+            if journal.exists():
+                return
             try:
-                arr = np.load(self.dir / shard["file"], mmap_mode="r")
-                keys = json.loads((self.dir / shard["keys"]).read_text())
-                if arr.shape[0] != len(keys) or arr.ndim != 2:
-                    raise ValueError("rows and keys disagree")
-                sizes = np.load(self.dir / shard["sizes"]) if "sizes" in shard else None
-                if sizes is not None and sizes.shape != (len(keys), 2):
-                    raise ValueError("sizes and keys disagree")
-            except (OSError, ValueError, json.JSONDecodeError):
-                tqdm.write(f"feature cache: shard {shard['file']} is broken; its images will be recomputed")
-                continue
-            n = len(good_shards)
-            good_shards.append(shard)
-            self._arrays.append(arr)
-            self._size_arrays.append(sizes)
-            for row, key in enumerate(keys):
-                self._locations[key] = (n, row)
-        if len(good_shards) != len(self._index["shards"]):
-            self._index["shards"] = good_shards
-            with self._locked():
-                write_json(self.dir / "index.json", self._index)
+                old = json.loads(legacy.read_text())
+            except (OSError, json.JSONDecodeError):
+                old = {}
+            lines = [{"identity": self.identity}, {"meta": old.get("meta"), "bad": old.get("bad") or {}}]
+            lines += [{"shard": shard} for shard in old.get("shards") or []]
+            write_text(journal, "".join(json.dumps(line) + "\n" for line in lines))
+
+    def _append(self, lines: list[dict[str, Any]]) -> None:
+        """Append ``lines`` to the journal under the folder lock, as one write."""
+        data = "".join(json.dumps(line) + "\n" for line in lines).encode()
+        with self._locked(), open(self.dir / JOURNAL, "a+b") as fh:
+            end = fh.seek(0, os.SEEK_END)
+            if end == 0:
+                data = (json.dumps({"identity": self.identity}) + "\n").encode() + data
+            else:
+                fh.seek(end - 1)
+                if fh.read(1) != b"\n":  # a writer was killed mid-line: end its torn line first
+                    data = b"\n" + data
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def _read_journal(self) -> None:
+        """Apply the journal lines added since the last read (all of them on open)."""
+        path = self.dir / JOURNAL
+        if not path.exists():
+            return
+        with open(path, "rb") as fh:
+            fh.seek(self._offset)
+            data = fh.read()
+        data = data[:data.rfind(b"\n") + 1]  # a line still being written is read next time
+        self.journal_bytes_read += len(data)
+        self._offset += len(data)
+        events = []
+        for raw in data.splitlines():
+            try:
+                event = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue  # the torn line of a killed writer
+            if isinstance(event, dict):
+                events.append(event)
+        dropped = {e["drop"] for e in events if "drop" in e}
+        if dropped & {s["file"] for s in self._shards}:  # another process found a loaded shard broken
+            self._reset()
+            self._read_journal()
+            return
+        broken = []
+        for event in events:
+            if event.get("meta") is not None:
+                self._meta = event["meta"]
+            self._bad.update(event.get("bad") or {})
+            shard = event.get("shard")
+            if shard and shard["file"] not in dropped and not self._load_shard(shard):
+                broken.append({"drop": shard["file"]})
+        if broken:
+            self._append(broken)
+
+    def _load_shard(self, shard: dict[str, Any]) -> bool:
+        """Map one shard and index its keys; False (and a message) if its files are broken."""
+        try:
+            arr = np.load(self.dir / shard["file"], mmap_mode="r")
+            keys = _read_keys(self.dir / shard["keys"])
+            if arr.shape[0] != len(keys) or arr.ndim != 2:
+                raise ValueError("rows and keys disagree")
+            sizes = np.load(self.dir / shard["sizes"]) if "sizes" in shard else None
+            if sizes is not None and sizes.shape != (len(keys), 2):
+                raise ValueError("sizes and keys disagree")
+        except (OSError, ValueError, UnicodeDecodeError, json.JSONDecodeError):
+            tqdm.write(f"feature cache: shard {shard['file']} is broken; its images will be recomputed")
+            return False
+        self.keys_read += len(keys)
+        self._keys.add(key_hashes(keys), len(self._shards))
+        self._shards.append(shard)
+        self._arrays.append(arr)
+        self._size_arrays.append(sizes)
+        return True
 
     @property
     def meta(self) -> dict[str, Any] | None:
         """feature_dim and preprocess_cfg of the backbone, once any shard was written."""
-        return self._index.get("meta")
+        return self._meta
 
     @property
     def bad(self) -> dict[str, str]:
-        return self._index["bad"]
+        """Keys of the images found unreadable, with the reason."""
+        return self._bad
+
+    @property
+    def shards(self) -> list[dict[str, Any]]:
+        """The shards in use, in the order they were added: file names and row counts."""
+        return list(self._shards)
+
+    def __len__(self) -> int:
+        """Images with cached features."""
+        return len(self._keys)
 
     def reload(self) -> None:
-        """Re-read index.json (after other processes added shards)."""
-        self._load_index()
+        """Read the journal lines other processes (torchrun ranks) added since the last read."""
+        self._read_journal()
 
-    def missing(self, keys: Sequence[str], need_sizes: bool = False) -> list[int]:
+    def missing(self, keys: Sequence[str], need_sizes: bool = False, hashes: np.ndarray | None = None) -> list[int]:
         """Positions of keys with neither features nor a bad-image record (nor, with ``need_sizes``,
-        a recorded image size)."""
-        def has(key: str) -> bool:
-            loc = self._locations.get(key)
-            return loc is not None and (not need_sizes or self._size_arrays[loc[0]] is not None)
-
-        return [i for i, k in enumerate(keys) if not has(k) and k not in self.bad]
+        a recorded image size). ``hashes``: ``key_hashes(keys)`` when the caller already has them."""
+        shard, _ = self._keys.lookup(key_hashes(keys) if hashes is None else hashes)
+        found = shard >= 0
+        if need_sizes and found.any():
+            has_sizes = np.array([s is not None for s in self._size_arrays])
+            found[found] = has_sizes[shard[found]]
+        return [i for i in np.flatnonzero(~found).tolist() if keys[i] not in self._bad]
 
     def add_shard(self, keys: list[str], features: np.ndarray, sizes: np.ndarray, bad: dict[str, str],
                   meta: dict[str, Any]) -> None:
-        """Persist one shard (features and image sizes, each atomically), then list it in the index."""
-        name = f"shard-{uuid.uuid4().hex[:12]}"
+        """Persist one shard: features ``(len(keys), D)`` (stored float16) and original (height, width)
+        sizes ``(len(keys), 2)`` (stored int32), each file atomically; then one journal line lists it
+        with ``bad`` (key -> reason) and ``meta``. Costs O(len(keys)) plus the lines others added."""
+        line: dict[str, Any] = {"meta": meta, "bad": bad}
         if keys:
+            name = f"shard-{uuid.uuid4().hex[:12]}"
+            keys_file = f"{name}.keys.json" if any("\n" in k for k in keys) else f"{name}.keys.txt"
             with atomic_path(self.dir / f"{name}.npy") as tmp:
                 with open(tmp, "wb") as fh:
                     np.save(fh, features.astype(np.float16))
             with atomic_path(self.dir / f"{name}.sizes.npy") as tmp:
                 with open(tmp, "wb") as fh:
                     np.save(fh, sizes.astype(np.int32))
-            with atomic_path(self.dir / f"{name}.keys.json") as tmp:
-                tmp.write_text(json.dumps(keys))
-        with self._locked():
-            # Re-read: another process (a torchrun rank) may have added shards meanwhile.
-            current = json.loads((self.dir / "index.json").read_text()) if (self.dir / "index.json").exists() else self._index
-            current.setdefault("shards", [])
-            current.setdefault("bad", {})
-            current["identity"] = self.identity
-            current["meta"] = meta
-            if keys:
-                current["shards"].append({"file": f"{name}.npy", "keys": f"{name}.keys.json",
-                                          "sizes": f"{name}.sizes.npy", "rows": len(keys)})
-            current["bad"].update(bad)
-            write_json(self.dir / "index.json", current)
-        self._load_index()
+            with atomic_path(self.dir / keys_file) as tmp:
+                if keys_file.endswith(".json"):
+                    tmp.write_text(json.dumps(keys))
+                else:
+                    tmp.write_bytes("\n".join(keys).encode("utf-8", "surrogateescape"))
+            line["shard"] = {"file": f"{name}.npy", "keys": keys_file, "sizes": f"{name}.sizes.npy",
+                             "rows": len(keys)}
+        self._append([line])
+        self._read_journal()
 
-    def table(self, keys: Sequence[str]) -> FeatureTable:
-        """The feature rows of ``keys`` (bad images map to shard -1); every key must be present."""
-        shard_of = np.full(len(keys), -1, dtype=np.int32)
-        row_of = np.zeros(len(keys), dtype=np.int64)
-        for i, key in enumerate(keys):
-            loc = self._locations.get(key)
-            if loc is not None:
-                shard_of[i], row_of[i] = loc
-            elif key not in self.bad:
-                raise KeyError(f"features missing for {key}")
-        return FeatureTable(self._arrays, shard_of, row_of, int(self.meta["feature_dim"]), self._size_arrays)
+    def table(self, keys: Sequence[str], hashes: np.ndarray | None = None) -> FeatureTable:
+        """The feature rows of ``keys`` (bad images map to shard -1); every key must be present.
+
+        Raises KeyError naming the first key with neither features nor a bad-image record.
+        """
+        shard_of, row_of = self._keys.lookup(key_hashes(keys) if hashes is None else hashes)
+        for i in np.flatnonzero(shard_of < 0).tolist():
+            if keys[i] not in self._bad:
+                raise KeyError(f"features missing for {keys[i]}")
+        return FeatureTable(self._arrays, shard_of, row_of.astype(np.int64), int(self.meta["feature_dim"]),
+                            self._size_arrays)
 
 
 def extract_into(cache: FeatureCache, paths: Sequence[str], keys: Sequence[str], backbone: Backbone,
@@ -280,11 +448,12 @@ def ensure_features(paths: Sequence[str], spec: BackboneSpec, num_views: int, ca
     device = device or torch.device("cpu")
     workers = default_workers() if num_workers is None else num_workers
     keys = [image_key(p) for p in paths]
+    hashes = key_hashes(keys)
     tables: list[FeatureTable] = []
     computed = 0
     caches = [FeatureCache.open(cache_root, spec, v) for v in range(num_views + 1)]
     for view, cache in enumerate(caches):
-        todo = cache.missing(keys, need_sizes=need_sizes and view == 0)
+        todo = cache.missing(keys, need_sizes=need_sizes and view == 0, hashes=hashes)
         dist.barrier()  # every rank has read the same index before any rank adds to it
         label = "clean view" if view == 0 else f"augmented view {view}"
         if not todo:
@@ -300,8 +469,8 @@ def ensure_features(paths: Sequence[str], spec: BackboneSpec, num_views: int, ca
             computed += len(todo)
             dist.barrier()
             cache.reload()  # pick up the other ranks' shards
-        tables.append(cache.table(keys))
+        tables.append(cache.table(keys, hashes))
     meta = caches[0].meta
-    bad = {i: caches[0].bad[k] for i, k in enumerate(keys) if k in caches[0].bad}
+    bad = {i: caches[0].bad[k] for i, k in enumerate(keys) if k in caches[0].bad} if caches[0].bad else {}
     sizes = tables[0].sizes(np.arange(len(keys))) if need_sizes else None
     return CachedFeatures(tables, bad, int(meta["feature_dim"]), meta["preprocess_cfg"], computed, sizes)
