@@ -1,4 +1,4 @@
-"""Shared bits of the benchmark scripts: options, the image set, a timer and the ratio line."""
+"""Shared bits of the benchmark scripts: options, the image set, the interleaved timer and the ratio line."""
 from __future__ import annotations
 
 import argparse
@@ -15,8 +15,9 @@ def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--backbone", default="guie-tiny", help="open_clip model, random init (e.g. ViT-B-32)")
     p.add_argument("--images", type=int, default=600, help="images in the benchmark set (digits, real)")
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=3, help="training epochs, where a benchmark trains")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--repeat", type=int, default=3, help="rounds of the interleaved timing (each side's best counts)")
     return p
 
 
@@ -33,13 +34,15 @@ def setup(args: argparse.Namespace) -> Path:
     return write_digits(work / "digits", per_class=per_class, size=64)
 
 
-def timed(fn: Callable[[], object], repeat: int = 1) -> float:
-    """Best wall time of ``repeat`` calls, in seconds."""
-    best = float("inf")
+def interleaved(sides: dict[str, Callable[[], object]], repeat: int = 3) -> dict[str, float]:
+    """Best wall time of each side, in seconds, over ``repeat`` rounds that run the sides in turn
+    (A, B, A, B, ...), so a neighbour's load falls on both sides alike rather than on one."""
+    best = {name: float("inf") for name in sides}
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
+        for name, fn in sides.items():
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
     return best
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import shutil
 
 import torch
-from common import machine, parser, ratio, setup, timed
+from common import interleaved, machine, parser, ratio, setup
 
 from guie.config import TrainConfig
 from guie.export import export_run
@@ -39,8 +39,8 @@ def main() -> None:
 
     run(exported)()  # TorchScript profiles its first calls
     run(eager)()
-    t_exported = timed(run(exported), repeat=args.epochs)
-    t_eager = timed(run(eager), repeat=args.epochs)
+    best = interleaved({"exported": run(exported), "eager": run(eager)}, args.repeat)
+    t_exported, t_eager = best["exported"], best["eager"]
     n = 5 * args.batch
     print(f"machine: {machine()}; backbone {args.backbone}; batch {args.batch} of {args.size}x{args.size} uint8")
     print(f"exported: {n / t_exported:.0f} img/s; eager: {n / t_eager:.0f} img/s")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 
-from common import machine, parser, ratio, setup, timed
+from common import interleaved, machine, parser, ratio, setup
 from pure_forward import predecode, pure_forward
 
 from guie.data import load_source
@@ -25,8 +25,8 @@ def main() -> None:
         shutil.rmtree(cache, ignore_errors=True)
         ensure_features(paths, backbone.spec, 0, cache, lambda: backbone, log=lambda _: None)
 
-    t_forward = timed(lambda: pure_forward(backbone, pixels), repeat=args.epochs)
-    t_pipeline = timed(pipeline, repeat=args.epochs)
+    best = interleaved({"forward": lambda: pure_forward(backbone, pixels), "pipeline": pipeline}, args.repeat)
+    t_forward, t_pipeline = best["forward"], best["pipeline"]
     print(f"machine: {machine()}; backbone {args.backbone}; {len(paths)} images")
     print(f"pure forward: {len(paths) / t_forward:.0f} img/s; extraction pipeline: {len(paths) / t_pipeline:.0f} img/s")
     ratio("extraction_pipeline_vs_pure_forward", t_forward / t_pipeline)

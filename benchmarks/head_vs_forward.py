@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from common import machine, parser, ratio, setup, timed
+from common import interleaved, machine, parser, ratio, setup
 from torch.utils.data import DataLoader
 
 from guie.data import load_source
@@ -58,8 +58,8 @@ def main() -> None:
                 x = backbone.visual(pixels)
             step(projection, head, opt, x.clone(), labels[pos])
 
-    t_cached = timed(cached_epoch, repeat=args.epochs)
-    t_forward = timed(forward_epoch, repeat=args.epochs)
+    best = interleaved({"cached": cached_epoch, "forward": forward_epoch}, args.repeat)
+    t_cached, t_forward = best["cached"], best["forward"]
     print(f"machine: {machine()}; backbone {args.backbone}; {len(paths)} images")
     print(f"epoch on cached features: {t_cached * 1000:.1f} ms; epoch forwarding the backbone: {t_forward * 1000:.1f} ms")
     ratio("cached_head_epoch_speedup", t_forward / t_cached)

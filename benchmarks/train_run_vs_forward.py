@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 
-from common import machine, parser, ratio, setup, timed
+from common import interleaved, machine, parser, ratio, setup
 from pure_forward import predecode, pure_forward
 
 from guie.config import TrainConfig
@@ -29,8 +29,8 @@ def main() -> None:
         run_training(cfg.validate(), overwrite=(work / "run").exists(), log=lambda _: None,
                      backbone_loader=lambda spec, device: backbone)
 
-    t_forward = timed(lambda: pure_forward(backbone, pixels), repeat=2)
-    t_run = timed(whole_run, repeat=2)
+    best = interleaved({"forward": lambda: pure_forward(backbone, pixels), "run": whole_run}, args.repeat)
+    t_forward, t_run = best["forward"], best["run"]
     print(f"machine: {machine()}; backbone {args.backbone}; {len(paths)} images; {args.epochs} epochs")
     print(f"pure forward: {t_forward:.2f} s; whole guie-train run: {t_run:.2f} s")
     ratio("train_run_vs_pure_forward", t_run / t_forward)
