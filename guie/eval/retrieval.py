@@ -7,11 +7,12 @@ from collections.abc import Iterator
 import faiss
 import numpy as np
 
-# faiss computes inner products in BLAS blocks of query_bs x database_bs. Its default database
-# block (1,024) leaves the matrix multiply small; 16,384 (a 256 MiB block with 4,096 queries)
-# ran 1.6x faster on a 2-core machine (benchmarks/faiss_vs_numpy.py).
-BLAS_QUERY_BLOCK = 4096
-BLAS_DATABASE_BLOCK = 16384
+# faiss computes inner products in BLAS blocks of query_bs x database_bs, then scans each block
+# for the top k. Best of 5 interleaved rounds on a shared 2-core machine (1M x 64 index, 2,048
+# queries): 2,048 x 4,096 (a 32 MiB block) 137 GFLOP/s, 1,024 x 8,192 133, faiss's default
+# 4,096 x 1,024 127, the 4,096 x 16,384 used before 102 (benchmarks/faiss_vs_numpy.py).
+BLAS_QUERY_BLOCK = 2048
+BLAS_DATABASE_BLOCK = 4096
 
 
 @contextlib.contextmanager

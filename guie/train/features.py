@@ -80,6 +80,12 @@ class KeyIndex:
         self._merge()
         return len(self._h1)
 
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the index, in bytes (after merging what is pending)."""
+        self._merge()
+        return sum(a.nbytes for a in (self._h1, self._h2, self._shard, self._row))
+
     def add(self, hashes: np.ndarray, shard: int) -> None:
         """Record that row r of shard ``shard`` holds the key with ``hashes[r]`` ((rows, 2) int64)."""
         self._pending.append((hashes, shard))
@@ -322,6 +328,11 @@ class FeatureCache:
     def __len__(self) -> int:
         """Images with cached features."""
         return len(self._keys)
+
+    @property
+    def key_index_bytes(self) -> int:
+        """Memory of the in-memory key index, in bytes: 24 per cached image."""
+        return self._keys.nbytes
 
     def reload(self) -> None:
         """Read the journal lines other processes (torchrun ranks) added since the last read."""
