@@ -6,11 +6,13 @@ augmented view). Inside it, each image is keyed by path, size and mtime, so the 
 serves every run and sweep whose records overlap, and edited files are recomputed. Shards
 are written whole (temp file, then rename) and listed in the journal index.jsonl only
 afterwards, so a killed extraction resumes from its last shard; a shard that fails to load
-is dropped and its images recomputed. Bookkeeping is linear: adding a shard reads only its
-own keys and the journal lines added since; opening a cache of N images parses N keys (one
-per line) and keeps 24 bytes per image in memory (two 64-bit key hashes, shard and row). Each shard also records the images' original (height, width), the
-input of size features; a shard from before sizes were recorded counts as missing for a run
-that needs them.
+is dropped and its images recomputed. Each shard also records the images' original (height,
+width), the input of size features; a shard from before sizes were recorded counts as
+missing for a run that needs them.
+
+Bookkeeping is linear: adding a shard reads only its own keys and the journal lines added
+since; opening a cache of N images parses N keys (one per line) and keeps 24 bytes per image
+in memory (two 64-bit key hashes, shard and row), not a dict of key strings.
 """
 from __future__ import annotations
 
