@@ -6,7 +6,7 @@ server again. The server binds 127.0.0.1 only, answers a bounded number of reque
 timeouts, and shuts itself down after ``lifetime`` seconds.
 
 Pointing the client at this server's port means editing kagglesdk's private endpoint table;
-that happens only in ``client_boot``, the code a test subprocess runs before anything imports
+that happens only in ``AIM_CLIENT``, the code a test subprocess runs before anything imports
 the ``kaggle`` package.
 """
 from __future__ import annotations
@@ -22,11 +22,14 @@ from typing import Any
 
 OWNER = "guie-tester"
 
-# Run in the test subprocess: aim kagglesdk's LOCAL endpoint at the fake server, then run guie-package.
-CLIENT_BOOT = """\
+# Run first in a test subprocess: aim kagglesdk's LOCAL endpoint at the fake server (argv[1]).
+AIM_CLIENT = """\
 import sys
 import kagglesdk.kaggle_env as kaggle_env
 kaggle_env._env_to_endpoint[kaggle_env.KaggleEnv.LOCAL] = sys.argv[1]
+"""
+# ... then run guie-package with the remaining arguments.
+CLIENT_BOOT = AIM_CLIENT + """\
 sys.argv = ["guie-package", *sys.argv[2:]]
 from guie.cli import package_main
 package_main()
@@ -185,3 +188,11 @@ def run_package(server: FakeKaggle, args: list[str], env: dict[str, str], timeou
     """``guie-package ARGS`` in a fresh interpreter whose kaggle client talks to ``server``."""
     return subprocess.run([sys.executable, "-c", CLIENT_BOOT, server.url, *args], capture_output=True, text=True,
                           env=env, timeout=timeout)
+
+
+def run_client(server: FakeKaggle, script: str, args: list[str], env: dict[str, str], timeout: float = 120.0,
+               ) -> subprocess.CompletedProcess:
+    """Python ``script`` (its arguments in ``sys.argv[2:]``) in a fresh interpreter whose kaggle client
+    talks to ``server``."""
+    return subprocess.run([sys.executable, "-c", AIM_CLIENT + script, server.url, *args], capture_output=True,
+                          text=True, env=env, timeout=timeout)

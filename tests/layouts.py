@@ -178,3 +178,61 @@ def make_objectnet(root: Path) -> dict:
     (base / "mappings" / "folder_to_objectnet_label.json").write_text(json.dumps(mapping))
     (base / "mappings" / "objectnet_to_imagenet_1k.json").write_text(json.dumps({"Banana": "banana"}))
     return {"images": 7, "classes": 3, "splits": {"test": 7}, "skipped": 3}
+
+
+# Kaggle mirrors: the same files where the common Kaggle copies put them (each returns the counts of
+# the published layout it was made from, which the adapter must report unchanged).
+
+def _move_into(folder: Path, inner: str) -> None:
+    """Move everything in ``folder`` into ``folder/inner/`` (a zip unpacked into a folder of its own name)."""
+    moved = folder.with_name(folder.name + ".moving")
+    folder.rename(moved)
+    folder.mkdir()
+    moved.rename(folder / inner)
+
+
+def make_food41(root: Path) -> dict:
+    """Kaggle kmader/food41: images/<class>/<id>.jpg + meta/meta/{classes,labels,train,test}.txt, HDF5 files beside."""
+    expected = make_food101(root / "release")
+    (root / "release" / "food-101" / "images").rename(root / "images")
+    (root / "meta").mkdir()
+    (root / "release" / "food-101" / "meta").rename(root / "meta" / "meta")
+    for leftover in sorted((root / "release").rglob("*"), reverse=True):
+        leftover.rmdir()
+    (root / "release").rmdir()
+    (root / "food_c101_n1000_r384x384x3.h5").write_bytes(b"\x89HDF")
+    return expected
+
+
+def make_products10k_kaggle(root: Path) -> dict:
+    """Products-10K as Kaggle copies hold it: each zip's own folder kept, so train/train/*.jpg, test/test/*.jpg."""
+    expected = make_products10k(root)
+    _move_into(root / "train", "train")
+    _move_into(root / "test", "test")
+    return expected
+
+
+def make_gldv2_kaggle(root: Path) -> dict:
+    """Kaggle landmark-recognition-2021: train.csv with columns id,landmark_id only + train/a/b/c/<id>.jpg."""
+    expected = make_gldv2(root, clean=False)
+    rows = [line.split(",") for line in (root / "train.csv").read_text().splitlines()]
+    (root / "train.csv").write_text("\n".join(f"{r[0]},{r[2]}" for r in rows) + "\n")
+    return expected["train.csv"]
+
+
+def make_deepfashion_kaggle(root: Path) -> dict:
+    """Kaggle deepfashion-inshop: Eval/list_eval_partition.txt + img/ (no Img/ level)."""
+    expected = make_deepfashion(root)
+    (root / "Img" / "img").rename(root / "img")
+    (root / "Img").rmdir()
+    return expected
+
+
+def make_sop_zip(root: Path) -> dict:
+    """Stanford_Online_Products.zip unpacked where it was downloaded: ROOT/Stanford_Online_Products/..."""
+    return make_sop(root / "Stanford_Online_Products")
+
+
+def make_met_wrapped(root: Path) -> dict:
+    """The Met files one and two folders down (a download folder holding the dataset's folder)."""
+    return make_met(root / "met" / "met-dataset")

@@ -8,12 +8,18 @@ from pathlib import Path
 import pytest
 from layouts import (
     make_deepfashion,
+    make_deepfashion_kaggle,
+    make_food41,
     make_food101,
     make_gldv2,
+    make_gldv2_kaggle,
     make_met,
+    make_met_wrapped,
     make_objectnet,
     make_products10k,
+    make_products10k_kaggle,
     make_sop,
+    make_sop_zip,
 )
 
 from guie.data import load_source, source_prefixes
@@ -53,6 +59,60 @@ def test_adapter_counts_are_exact(layouts, prefix):
     assert len(data.skipped) == expected["skipped"]
     assert all(Path(r.path).is_file() and Path(r.path).is_absolute() for r in data.records)
     assert all(why for _, why in data.skipped)
+
+
+MIRRORS = {
+    "food101-kaggle-food41": ("food101", make_food41),
+    "products10k-kaggle": ("products10k", make_products10k_kaggle),
+    "gldv2-kaggle-landmark-recognition": ("gldv2", make_gldv2_kaggle),
+    "deepfashion-kaggle-inshop": ("deepfashion", make_deepfashion_kaggle),
+    "sop-zip-folder": ("sop", make_sop_zip),
+    "met-two-folders-down": ("met", make_met_wrapped),
+}
+
+
+@pytest.mark.parametrize("mirror", sorted(MIRRORS))
+def test_kaggle_mirrors_read_like_the_release(tmp_path, mirror):
+    prefix, build = MIRRORS[mirror]
+    expected = build(tmp_path)
+    data = load_source(f"{prefix}:{tmp_path}")
+    assert len(data.records) == expected["images"]
+    assert len({r.class_key for r in data.records}) == expected["classes"]
+    assert len(data.skipped) == expected["skipped"]
+    if "splits" in expected:
+        assert split_counts(data.records) == expected["splits"]
+    assert all(Path(r.path).is_file() for r in data.records)
+
+
+def test_food41_mirror_reads_meta_meta(tmp_path):
+    make_food41(tmp_path)
+    data = load_source(f"food101:{tmp_path}")
+    assert {r.label for r in data.records} == {"apple_pie", "baby_back_ribs", "beignets"}
+    assert all(r.path.startswith(str(tmp_path / "images")) for r in data.records)
+    assert {where.split(":")[0] for where, _ in data.skipped} == {"train.txt", "test.txt"}
+
+
+def test_products10k_kaggle_mirror_reads_the_nested_image_folders(tmp_path):
+    make_products10k_kaggle(tmp_path)
+    by_name = {Path(r.path).name: r for r in load_source(f"products10k:{tmp_path}").records}
+    assert by_name["10.jpg"].path == str(tmp_path / "train" / "train" / "10.jpg")
+    assert by_name["102.jpg"].path == str(tmp_path / "test" / "test" / "102.jpg")
+
+
+def test_unrecognised_layout_names_what_was_expected_and_what_was_found(tmp_path):
+    """Food-101 with its lists missing: the message lists both known layouts and the folder's contents."""
+    make_food41(tmp_path)
+    for f in (tmp_path / "meta" / "meta").iterdir():
+        f.rename(tmp_path / "meta" / f.name.upper())
+    with pytest.raises(GuieError) as err:
+        load_source(f"food101:{tmp_path}")
+    message = str(err.value)
+    assert "\n" not in message
+    assert "meta/classes.txt + meta/train.txt + meta/test.txt + images/ (Food-101 as released)" in message
+    assert "meta/meta/classes.txt" in message and "(Kaggle mirror kmader/food41)" in message
+    assert message.endswith("found: food_c101_n1000_r384x384x3.h5, images/ (apple_pie/, baby_back_ribs/, beignets/), "
+                            "meta/ (CLASSES.TXT, LABELS.TXT, TEST.TXT, TRAIN.TXT, ... 5 entries); "
+                            "pass the folder the dataset was unpacked to")
 
 
 def test_all_dataset_prefixes_are_registered():
@@ -157,7 +217,7 @@ def test_food101_accepts_the_tar_parent_and_the_food101_folder(layouts):
         data = load_source(spec)
         assert len(data.records) == expected["images"]
     assert {r.label for r in data.records} == {"apple_pie", "baby_back_ribs", "beignets"}
-    assert Counter(why for _, why in data.skipped) == {"image file not found": 1, "class not in meta/classes.txt": 1}
+    assert Counter(why for _, why in data.skipped) == {"image file not found": 1, "class not in classes.txt": 1}
 
 
 def test_objectnet_labels_come_from_the_mapping_and_all_is_test(layouts):

@@ -68,3 +68,80 @@ def test_csv_rows_with_impossible_paths_are_skipped(tmp_path):
     data = load_source(f"csv:{manifest}")
     assert len(data.records) == 1
     assert [why for _, why in data.skipped] == ["not a valid file path", "not a valid file path"]
+
+
+# Text files as spreadsheets save them: every variant below holds the same three rows.
+ROWS = [("a.png", "cat"), ("b.png", "cat, tabby"), ("c.png", "dog")]
+
+
+def _csv(delimiter: str, newline: str = "\n") -> str:
+    lines = ["Path" + delimiter + " Label"] + [f'{p}{delimiter}"{label}"' for p, label in ROWS]
+    return newline.join(lines) + newline
+
+
+SPREADSHEET_CSVS = {
+    "excel-csv-utf8-bom-crlf": b"\xef\xbb\xbf" + _csv(",", "\r\n").encode() + b",\r\n\r\n",  # Excel "CSV UTF-8"
+    "semicolon-locale": _csv(";", "\r\n").encode() + b";\r\n;\r\n",  # Excel in de/fr/... locales
+    "tab-utf16-unicode-text": b"\xff\xfe" + _csv("\t", "\r\n").encode("utf-16-le"),  # Excel "Unicode Text"
+    "trailing-blank-lines": _csv(",").encode() + b"\n\n   \n",
+}
+
+
+@pytest.mark.parametrize("variant", sorted(SPREADSHEET_CSVS))
+def test_csv_manifests_as_spreadsheets_save_them(tmp_path, variant):
+    for name, _ in ROWS:
+        png(tmp_path / name)
+    manifest = tmp_path / f"{variant}.csv"
+    manifest.write_bytes(SPREADSHEET_CSVS[variant])
+    data = load_source(f"csv:{manifest}")
+    assert [(r.path, r.label) for r in data.records] == [(str(tmp_path / p), label) for p, label in ROWS]
+    assert data.skipped == []
+
+
+def test_csv_line_numbers_count_blank_lines(tmp_path):
+    png(tmp_path / "a.png")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label\n\na.png,1\n\nmissing.png,2\n")
+    assert load_source(f"csv:{manifest}").skipped == [(f"{manifest}:5", "image not found: missing.png")]
+
+
+def test_csv_header_problems_show_what_was_found(tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_bytes(b"\xef\xbb\xbfimage\xc2\xa0path;label\n")  # a no-break space Excel users cannot see
+    with pytest.raises(GuieError) as err:
+        load_source(f"csv:{manifest}")
+    assert "lacks column(s) path (found: 'image\\xa0path', 'label')" in str(err.value)
+
+
+def test_csv_in_a_legacy_encoding_names_the_line_and_its_bytes(tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_bytes("path,label\na.png,caf\u00e9\n".encode("cp1252"))
+    with pytest.raises(GuieError) as err:
+        load_source(f"csv:{manifest}")
+    message = str(err.value)
+    assert "is not UTF-8 text: line 2 holds b'a.png,caf\\xe9'" in message
+    assert message.endswith("save it as UTF-8 CSV with columns path,label and optionally domain,split")
+
+
+def test_list_and_json_files_with_a_byte_order_mark(tmp_path):
+    from layouts import make_met, make_sop
+
+    make_sop(tmp_path / "sop")
+    for name in ("Ebay_train.txt", "Ebay_test.txt"):
+        path = tmp_path / "sop" / name
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n"))
+    assert len(load_source(f"sop:{tmp_path / 'sop'}").records) == 17
+    expected = make_met(tmp_path / "met")
+    database = tmp_path / "met" / "ground_truth" / "MET_database.json"
+    database.write_bytes(b"\xef\xbb\xbf" + database.read_bytes())
+    assert len(load_source(f"met:{tmp_path / 'met'}").records) == expected["images"]
+
+
+def test_csv_cells_longer_than_the_csv_modules_default_limit(tmp_path):
+    """A landmark of GLDv2's train_clean.csv lists all its image ids in one cell."""
+    from guie.data.listfiles import read_csv_rows
+
+    ids = " ".join(f"{i:016x}" for i in range(12000))  # about 200 KB
+    (tmp_path / "train_clean.csv").write_text(f"landmark_id,images\n7,{ids}\n")
+    rows = list(read_csv_rows(tmp_path / "train_clean.csv", ("landmark_id", "images"), "GLDv2 train_clean.csv"))
+    assert len(rows) == 1 and len(rows[0][1]["images"].split()) == 12000

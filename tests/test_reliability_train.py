@@ -50,7 +50,7 @@ def test_dataset_root_missing_empty_or_without_images(cli, tmp_path, layout, fra
 def test_csv_without_columns(cli, tmp_path):
     (tmp_path / "m.csv").write_text("image,cls\na.png,1\n")
     assert_one_line_error(cli("train", "--data", f"csv:{tmp_path / 'm.csv'}", *TINY, "--out", str(tmp_path / "r")),
-                          "lacks column(s) path, label", "found: image, cls")
+                          "lacks column(s) path, label", "found: 'image', 'cls'")
 
 
 def test_unknown_backbone_suggests_close_names(cli, tmp_path):

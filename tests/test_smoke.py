@@ -123,7 +123,7 @@ def test_user_images_need_two_classes(tmp_path):
     assert sorted(set(labelled.labels)) == ["cat", "dog", "owl"] and len(labelled.paths) == 6
     queries, index = labelled.split()
     assert len(queries) == 2 and len(index) == 3  # owl, alone, is neither
-    with pytest.raises(GuieError, match="needs at least two class sub-folders with two or more images"):
+    with pytest.raises(GuieError, match="needs at least two class sub-folders with two or more readable images"):
         folder_images(tmp_path / "imgs" / "cat")
 
 
@@ -178,3 +178,117 @@ def test_min_mp5_is_enforced(tmp_path, monkeypatch, images):
     monkeypatch.setattr(smoke, "digit_images", lambda dest: images)
     with pytest.raises(SmokeFailure, match=r"smoke check 'mP@5' failed: 0\.\d+ is below --min-mp5 1\.01"):
         smoke.run_smoke(package(tmp_path), min_mp5=1.01, log=lambda _: None)
+
+
+def truncated_jpeg(path: Path) -> Path:
+    import io
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 10, 10)).save(buf, "JPEG")
+    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    return path
+
+
+def decompression_bomb(path: Path) -> Path:
+    """A tiny PNG whose header claims 20000 x 20000 pixels: PIL refuses it as a decompression bomb."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    return path
+
+
+def user_images(root: Path, images, bad: bool = True) -> Path:
+    """Three classes of four real digits each, plus (with ``bad``) a truncated JPEG and a decompression bomb."""
+    for path, label in zip(images.paths, images.labels, strict=True):
+        if label in ("0", "1", "2"):
+            (root / label).mkdir(parents=True, exist_ok=True)
+            (root / label / Path(path).name).write_bytes(Path(path).read_bytes())
+    if bad:
+        truncated_jpeg(root / "0" / "a-truncated.jpg")
+        decompression_bomb(root / "1" / "a-bomb.png")
+    return root
+
+
+def fake_notebook(monkeypatch, tmp_path):
+    """The notebook stage replaced by its result, so a test reaches the host check in seconds."""
+    from guie.submission import smoke
+
+    zip_bytes = write_zip(tmp_path, sm.ContractModel()).read_bytes()
+    monkeypatch.setattr(smoke, "run_notebook", lambda nb_path, root, work, timeout, executed: (
+        (root / "working" / "submission.zip").write_bytes(zip_bytes)))
+
+
+def test_user_images_that_cannot_be_opened_are_skipped_and_listed(tmp_path, images):
+    labelled = folder_images(user_images(tmp_path / "imgs", images))
+    assert len(labelled.paths) == 12 and sorted(set(labelled.labels)) == ["0", "1", "2"]
+    assert sorted(Path(p).name for p, _ in labelled.unreadable) == ["a-bomb.png", "a-truncated.jpg"]
+    reasons = {Path(p).name: why for p, why in labelled.unreadable}
+    assert reasons["a-bomb.png"].startswith("unreadable or corrupt image (DecompressionBombError: ")
+    assert reasons["a-truncated.jpg"].startswith("unreadable or corrupt image (OSError: ")
+
+
+def test_smoke_with_unreadable_user_images_passes_and_reports_them(tmp_path, monkeypatch, images):
+    from guie.submission.smoke import run_smoke
+
+    fake_notebook(monkeypatch, tmp_path)
+    lines: list[str] = []
+    report = run_smoke(package(tmp_path), images=user_images(tmp_path / "imgs", images), log=lines.append)
+    assert report["failed"] is None and report["classes"] == 3 and report["queries"] + report["index"] == 12
+    assert sorted(Path(u["path"]).name for u in report["unreadable_images"]) == ["a-bomb.png", "a-truncated.jpg"]
+    assert any(line.startswith("skipped 2 unreadable images of --images") and "a-truncated.jpg" in line
+               for line in lines)
+
+
+def test_smoke_without_enough_readable_user_images_is_exit_2_before_running(tmp_path, cli, images):
+    build = package(tmp_path)
+    root = tmp_path / "imgs"
+    for label in ("0", "1"):
+        (root / label).mkdir(parents=True)
+        truncated_jpeg(root / label / "broken.jpg")
+        Image.new("RGB", (16, 16)).save(root / label / "fine.png")
+    res = cli("smoke", str(build), "--images", str(root))
+    assert res.returncode == 2, res.stdout + res.stderr
+    error = res.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"error: --images '{root}' needs at least two class sub-folders with two or more "
+                            "readable images each; skipped 2 unreadable: ")
+    assert str(root / "0" / "broken.jpg") in error and "Traceback" not in res.stderr
+    assert not (build / "smoke").exists()  # nothing ran, nothing was written
+
+
+def test_an_image_the_host_check_cannot_open_is_the_inputs_fault(tmp_path, images):
+    """A safety net behind folder_images: the checker names the file and the smoke exits 2, not 1."""
+    zip_path = write_zip(tmp_path, sm.ContractModel())
+    bad = truncated_jpeg(tmp_path / "late.jpg")
+    with pytest.raises(host_check.CheckFailed) as err:
+        host_check.run_checks(str(zip_path), [*images.paths[:4], str(bad)], [])
+    assert err.value.name == "input-image" and str(bad) in err.value.detail
+    from guie.submission.smoke import LabelledImages
+
+    with pytest.raises(GuieError) as err:
+        check_submission(zip_path, LabelledImages([*images.paths[:4], str(bad)], ["a", "a", "b", "b", "b"]),
+                         tmp_path / "work")
+    assert not isinstance(err.value, SmokeFailure) and err.value.exit_code == 2
+    assert f"cannot open the image {bad}" in str(err.value)
+
+
+def test_kaggles_quoted_metadata_example_passes(tmp_path, monkeypatch, images):
+    """kernel-metadata.json as Kaggle documents it (booleans as strings) is read as the client reads it."""
+    from guie.submission.smoke import run_smoke
+
+    fake_notebook(monkeypatch, tmp_path)
+    monkeypatch.setattr("guie.submission.smoke.digit_images", lambda dest: images)
+    build = package(tmp_path)
+    meta_path = build / "kernel" / "kernel-metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta.update({"is_private": "true", "enable_gpu": "false", "enable_tpu": "false", "enable_internet": "false"})
+    meta_path.write_text(json.dumps(meta, indent=2))
+    assert run_smoke(build, log=lambda _: None)["failed"] is None
+    meta["enable_internet"] = "True"
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(GuieError, match="must set enable_internet to false"):
+        run_smoke(build, log=lambda _: None)

@@ -165,6 +165,8 @@ def test_find_credentials_follows_the_client_order(tmp_path, monkeypatch):
     other.mkdir()
     (other / "kaggle.json").write_text(json.dumps({"username": "me", "key": "k"}))
     assert find_credentials({"KAGGLE_CONFIG_DIR": str(other)}) == str(other / "kaggle.json")
+    (config / "access_token").write_text(" \n")  # the client strips the token: blank is no token
+    assert find_credentials({}) is None
     (config / "access_token").write_text("tok")
     assert find_credentials({}) == str(config / "access_token")
     assert find_credentials({"KAGGLE_API_TOKEN": "tok"}) == "KAGGLE_API_TOKEN"

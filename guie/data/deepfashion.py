@@ -8,37 +8,42 @@ Layout read (the benchmark's README, "EVALUATION PARTITIONS")::
         rest:   img/WOMEN/Dresses/id_00000002/02_1_front.jpg id_00000002 train
     ROOT/Img/img/...   (Img/img.zip unpacked; ROOT/img/... is accepted too)
 
+The Kaggle copies (e.g. deepfashion-inshop) hold ``img/`` beside ``Eval/``; ROOT may also be
+a folder up to two levels above the benchmark's folder.
+
 The label is ``item_id``; the split is ``evaluation_status``: train, query or gallery
 (items do not overlap between train and query/gallery). Domain ``deepfashion``.
 """
 from __future__ import annotations
 
+from guie.data.layout import Layout, find_layout
 from guie.data.listfiles import IMAGE_NOT_FOUND, read_lines, where
-from guie.data.records import Record, SourceData, register_source, require_dir
+from guie.data.records import Record, SourceData, register_source
 from guie.errors import GuieError
 
 DOMAIN = "deepfashion"
 HEADER = ["image_name", "item_id", "evaluation_status"]
 SPLITS = ("train", "query", "gallery")
 LIST_NAME = "list_eval_partition.txt"
+LAYOUTS = (
+    Layout("In-shop benchmark as released", {"list": f"Eval/{LIST_NAME}", "img": "Img/img/"}),
+    Layout("img/ beside Eval/, as on Kaggle", {"list": f"Eval/{LIST_NAME}", "img": "img/"}),
+    Layout("partition file beside Img/", {"list": LIST_NAME, "img": "Img/img/"}),
+    Layout("partition file beside img/", {"list": LIST_NAME, "img": "img/"}),
+)
 
 
 @register_source("deepfashion", "DeepFashion In-shop Clothes Retrieval: Eval/list_eval_partition.txt "
                                 "(train/query/gallery) + Img/img/")
 def load_deepfashion(root: str, spec: str) -> SourceData:
-    base = require_dir(root, "deepfashion").resolve()
-    list_path = next((p for p in (base / "Eval" / LIST_NAME, base / LIST_NAME) if p.is_file()), None)
-    if list_path is None:
-        raise GuieError(f"DeepFashion In-shop partition file not found: expected {str(base / 'Eval' / LIST_NAME)!r}; "
-                        "pass the 'In-shop Clothes Retrieval Benchmark' folder")
-    image_base = next((p for p in (base / "Img", base) if (p / "img").is_dir()), None)
-    if image_base is None:
-        raise GuieError(f"DeepFashion In-shop images not found: expected {str(base / 'Img' / 'img')!r}; "
-                        "unpack Img/img.zip there")
+    found = find_layout(root, "deepfashion", "DeepFashion In-shop partition file and images", LAYOUTS,
+                        fix="pass the 'In-shop Clothes Retrieval Benchmark' folder, with Img/img.zip unpacked")
+    list_path, image_base = found.path("list"), found.path("img").parent  # the list's paths start with img/
     lines = read_lines(list_path, "DeepFashion partition file")
     if len(lines) < 2 or lines[1].split() != HEADER:
+        found = repr(lines[1][:80]) if len(lines) > 1 else f"{len(lines)} line(s)"
         raise GuieError(f"{str(list_path)!r} is not an In-shop partition file (line 2 should be "
-                        f"'{' '.join(HEADER)}'); pass the file as published")
+                        f"'{' '.join(HEADER)}', found {found}); pass the file as published")
     records: list[Record] = []
     skipped: list[tuple[str, str]] = []
     for line_no, text in enumerate(lines[2:], start=3):

@@ -6,6 +6,10 @@ Layout read (github.com/cvdfoundation/google-landmark)::
     ROOT/train.csv         id,url,landmark_id                                       otherwise
     ROOT/train/a/b/c/abc....jpg   (a, b, c: the first three characters of the image id)
 
+The Kaggle competitions' copies (landmark-recognition-2021, landmark-retrieval-2021) hold
+``train.csv`` with columns id,landmark_id and the same ``train/a/b/c/`` folders; ROOT may also
+be a folder up to two levels above the list.
+
 ``gldv2:ROOT/train.csv`` (or any CSV path) picks that list explicitly. The label is the
 landmark id; every record is split "train", domain ``gldv2``. The index and test sets
 (retrieval ground truth as image-id lists, not class labels) are not read.
@@ -14,12 +18,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from guie.data.listfiles import IMAGE_NOT_FOUND, read_csv_rows, where
-from guie.data.records import Record, SourceData, register_source, require_dir
+from guie.data.layout import Layout, find_layout
+from guie.data.listfiles import IMAGE_NOT_FOUND, csv_columns, read_csv_rows, where
+from guie.data.records import Record, SourceData, register_source
 from guie.errors import GuieError
 
 DOMAIN = "gldv2"
 LISTS = ("train_clean.csv", "train.csv")
+LAYOUTS = (
+    Layout("the cleaned list", {"list": "train_clean.csv", "images": "train/"}),
+    Layout("the full list, or a Kaggle landmark competition's", {"list": "train.csv", "images": "train/"}),
+)
 
 
 def image_path(image_dir: Path, image_id: str) -> Path:
@@ -44,18 +53,16 @@ def _add(image_dir: Path, image_id: str, label: str, loc: str, records: list[Rec
 def load_gldv2(root: str, spec: str) -> SourceData:
     given = Path(root)
     if given.is_file():
-        csv_path, base = given.resolve(), given.resolve().parent
+        csv_path = given.resolve()
+        image_dir = csv_path.parent / "train"
+        if not image_dir.is_dir():
+            raise GuieError(f"GLDv2 image folder {str(image_dir)!r} not found; extract the train TARs into it")
     else:
-        base = require_dir(root, "gldv2").resolve()
-        csv_path = next((base / n for n in LISTS if (base / n).is_file()), None)
-        if csv_path is None:
-            raise GuieError(f"no GLDv2 train list in {str(base)!r}: expected train_clean.csv or train.csv; "
-                            "download them from the google-landmark metadata into the dataset root")
-    image_dir = base / "train"
-    if not image_dir.is_dir():
-        raise GuieError(f"GLDv2 image folder {str(image_dir)!r} not found; extract the train TARs into it")
-    with open(csv_path, encoding="utf-8", errors="replace") as fh:
-        header = [c.strip() for c in fh.readline().split(",")]
+        found = find_layout(root, "gldv2", "GLDv2 train list (train_clean.csv or train.csv) and train/ images",
+                            LAYOUTS, fix="download the lists from the google-landmark metadata and extract the "
+                                         "train TARs into train/ beside them")
+        csv_path, image_dir = found.path("list"), found.path("images")
+    header = csv_columns(csv_path, ("landmark_id", "images", "id"), "GLDv2 train list")
     records: list[Record] = []
     skipped: list[tuple[str, str]] = []
     if "images" in header:  # train_clean.csv: one row per landmark

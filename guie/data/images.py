@@ -24,6 +24,19 @@ def load_rgb(path: str) -> Image.Image:
             return img.convert("RGB")
 
 
+def image_problem(path: str) -> str | None:
+    """Why ``path`` cannot serve as an image (opened as the host did: PIL, then RGB), or None when it can.
+
+    Truncated files, decompression bombs and anything else PIL refuses all come back as one short reason.
+    """
+    try:
+        load_rgb(path)
+    except Exception as exc:  # noqa: BLE001 - every decode failure is the same finding: an unusable file
+        detail = " ".join(str(exc).split())
+        return f"unreadable or corrupt image ({type(exc).__name__}: {detail[:120]})"
+    return None
+
+
 def view_seed(key: str, view: int) -> int:
     """A seed for augmented view ``view`` of the image ``key``, independent of batch order and workers."""
     return int.from_bytes(hashlib.sha256(f"{key}#{view}".encode()).digest()[:8], "little") & 0x7FFF_FFFF_FFFF

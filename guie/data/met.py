@@ -9,7 +9,7 @@ Layout read (the dataset's ground truth and its reference code, github.com/nikos
     ROOT/images/MET/..., ROOT/images/test_met/..., ...   (the reference code's image root)
 
 The JSON files may also lie in ROOT itself, and the image folders (``MET/``, ``test_*/``)
-directly in ROOT. The exhibit training set (MET_database.json) is split "train" and is the
+directly in ROOT; ROOT may also be a folder up to two levels above all this. The exhibit training set (MET_database.json) is split "train" and is the
 retrieval database; test queries with a ``MET_id`` are split "query", validation queries
 "val". Distractor queries (``test_other``, ``test_noart``: no ``MET_id``) have no relevant
 database image, so mP@5 cannot score them: they are skipped and counted. The label is the
@@ -19,14 +19,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from guie.data.layout import Layout, find_layout
 from guie.data.listfiles import IMAGE_NOT_FOUND, read_json_list, where
-from guie.data.records import Record, SourceData, register_source, require_dir, require_file
-from guie.errors import GuieError
+from guie.data.records import Record, SourceData, register_source
 
 DOMAIN = "met"
 DATABASE = "MET_database.json"
 QUERY_FILES = (("testset.json", "query"), ("valset.json", "val"))
 DISTRACTOR = "distractor query without MET_id (no relevant database image)"
+LAYOUTS = tuple(
+    Layout(name, {"database": f"{gt}{DATABASE}", "exhibits": f"{images}MET/"})
+    for name, gt, images in (("the reference code's", "ground_truth/", "images/"),
+                             ("ground truth beside MET/", "ground_truth/", ""),
+                             ("JSON files beside images/", "", "images/"),
+                             ("all in one folder", "", "")))
 
 
 def _add(entry: object, label_key: str, image_base: Path, loc: str, split: str, records: list[Record],
@@ -47,13 +53,10 @@ def _add(entry: object, label_key: str, image_base: Path, loc: str, split: str, 
 @register_source("met", "The Met dataset: ground_truth/MET_database.json (exhibits) + testset.json/valset.json "
                         "(queries) + images/")
 def load_met(root: str, spec: str) -> SourceData:
-    base = require_dir(root, "met").resolve()
-    gt_dir = base / "ground_truth" if (base / "ground_truth" / DATABASE).is_file() else base
-    database = require_file(gt_dir / DATABASE, "The Met ground truth")
-    image_base = next((p for p in (base / "images", base) if (p / "MET").is_dir()), None)
-    if image_base is None:
-        raise GuieError(f"The Met exhibit images not found: expected {str(base / 'images' / 'MET')!r} "
-                        f"or {str(base / 'MET')!r}; unpack the MET images there")
+    found = find_layout(root, "met", "The Met ground truth and exhibit images", LAYOUTS,
+                        fix="unpack the ground truth and the MET images (and test_* queries) into one folder")
+    database, image_base = found.path("database"), found.path("exhibits").parent  # entry paths start with MET/
+    gt_dir = database.parent
     records: list[Record] = []
     skipped: list[tuple[str, str]] = []
     for i, entry in enumerate(read_json_list(database, "The Met ground truth")):

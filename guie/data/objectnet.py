@@ -1,6 +1,6 @@
 """Adapter for ``objectnet:ROOT``: ObjectNet 1.0 (objectnet.dev) as published.
 
-Layout read (ROOT may be the ``objectnet-1.0`` folder or its parent)::
+Layout read (ROOT may be the ``objectnet-1.0`` folder or a folder up to two levels above it)::
 
     ROOT/images/<class folder>/<hash>.png
     ROOT/mappings/folder_to_objectnet_label.json   {"air_freshener": "Air freshener", ...}
@@ -14,32 +14,21 @@ CLIP input sizes it changes little and guie reads the files unchanged.)
 """
 from __future__ import annotations
 
+from guie.data.layout import Layout, find_layout
 from guie.data.listfiles import read_json_dict
-from guie.data.records import (
-    Record,
-    SourceData,
-    is_image_file,
-    register_source,
-    require_dir,
-    require_file,
-)
-from guie.errors import GuieError
+from guie.data.records import Record, SourceData, is_image_file, register_source
 
 DOMAIN = "objectnet"
 MAPPING = "folder_to_objectnet_label.json"
+LAYOUTS = (Layout("objectnet-1.0 as released", {"mapping": f"mappings/{MAPPING}", "images": "images/"}),)
 
 
 @register_source("objectnet", "ObjectNet (test only): images/<class folder>/ + mappings/folder_to_objectnet_label.json")
 def load_objectnet(root: str, spec: str) -> SourceData:
-    base = require_dir(root, "objectnet").resolve()
-    if not (base / "images").is_dir() and (base / "objectnet-1.0" / "images").is_dir():
-        base = base / "objectnet-1.0"
-    mapping_path = require_file(base / "mappings" / MAPPING, "ObjectNet class mapping")
-    mapping = read_json_dict(mapping_path, "ObjectNet class mapping")
-    image_dir = base / "images"
-    if not image_dir.is_dir():
-        raise GuieError(f"ObjectNet image folder {str(image_dir)!r} not found; unpack objectnet-1.0 so that "
-                        "images/ and mappings/ sit side by side")
+    found = find_layout(root, "objectnet", "ObjectNet class mapping and images", LAYOUTS,
+                        fix="unpack objectnet-1.0 so that images/ and mappings/ sit side by side")
+    mapping = read_json_dict(found.path("mapping"), "ObjectNet class mapping")
+    image_dir = found.path("images")
     records: list[Record] = []
     skipped: list[tuple[str, str]] = []
     for folder in sorted(p for p in image_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):

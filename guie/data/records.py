@@ -105,13 +105,6 @@ def require_dir(root: str, what: str) -> Path:
     return path
 
 
-def require_file(path: Path, what: str) -> Path:
-    """Return ``path`` if it is an existing file, else raise a one-line error naming it."""
-    if not path.is_file():
-        raise GuieError(f"{what} not found: {str(path)!r}; check the dataset root and its layout")
-    return path
-
-
 def is_image_file(path: Path) -> bool:
     """True for visible files whose extension is an image format PIL reads."""
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")

@@ -12,13 +12,17 @@ The label is ``class_id`` (one product). The domain is ``sop-<super class>``, e.
 separately by guie-eval. Its name comes from the path's folder (``chair_final``), else from
 ``super_class_id`` in the published order bicycle, cabinet, chair, coffee_maker, fan,
 kettle, lamp, mug, sofa, stapler, table, toaster.
+
+ROOT may also be a folder up to two levels above these files: the zip unpacks into
+``Stanford_Online_Products/``, and Kaggle copies often wrap that folder once more.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+from guie.data.layout import Layout, find_layout
 from guie.data.listfiles import IMAGE_NOT_FOUND, read_lines, where
-from guie.data.records import Record, SourceData, register_source, require_dir, require_file
+from guie.data.records import Record, SourceData, register_source
 from guie.errors import GuieError
 
 DOMAIN = "sop"
@@ -26,6 +30,7 @@ HEADER = ["image_id", "class_id", "super_class_id", "path"]
 SUPER_CLASSES = ("bicycle", "cabinet", "chair", "coffee_maker", "fan", "kettle", "lamp", "mug", "sofa",
                  "stapler", "table", "toaster")
 LISTS = (("Ebay_train.txt", "train"), ("Ebay_test.txt", "test"))
+LAYOUTS = (Layout("Stanford_Online_Products.zip unpacked", {split: name for name, split in LISTS}),)
 
 
 def super_class_name(path: str, super_id: str) -> str:
@@ -42,7 +47,8 @@ def _read_list(list_path: Path, base: Path, split: str, records: list[Record],
                skipped: list[tuple[str, str]]) -> None:
     lines = read_lines(list_path, "Stanford Online Products list")
     if not lines or lines[0].split() != HEADER:
-        raise GuieError(f"{str(list_path)!r} does not start with the header '{' '.join(HEADER)}'; "
+        found = repr(lines[0][:80]) if lines else "an empty file"
+        raise GuieError(f"{str(list_path)!r} does not start with the header '{' '.join(HEADER)}' (found {found}); "
                         "pass the Stanford_Online_Products folder as published")
     for line_no, text in enumerate(lines[1:], start=2):
         fields = text.split()
@@ -62,9 +68,9 @@ def _read_list(list_path: Path, base: Path, split: str, records: list[Record],
 @register_source("sop", "Stanford Online Products: Ebay_train.txt + Ebay_test.txt (image_id class_id "
                         "super_class_id path); sub-domains sop-<super class>")
 def load_sop(root: str, spec: str) -> SourceData:
-    base = require_dir(root, "sop").resolve()
+    found = find_layout(root, "sop", "Stanford Online Products list files", LAYOUTS)
     records: list[Record] = []
     skipped: list[tuple[str, str]] = []
-    for name, split in LISTS:
-        _read_list(require_file(base / name, "Stanford Online Products list file"), base, split, records, skipped)
+    for _, split in LISTS:
+        _read_list(found.path(split), found.base, split, records, skipped)
     return SourceData(spec, DOMAIN, records, skipped)

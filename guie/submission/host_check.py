@@ -11,6 +11,8 @@ Per image, as the host did: PIL open, convert("RGB"), uint8 ``(1, 3, H, W)`` at 
 size, ``model(x)[0]``. Checks, in order: zip-layout, load, forward, output-type, shape (1, 64),
 dtype float32, finite, unit-norm, then deterministic (same input twice), batch-independent
 (a batch of same-sized images equals one at a time) and distinct (not one vector for all).
+An image PIL cannot open fails the check ``input-image``, naming the file: a problem with the
+images, not with the model.
 """
 import json
 import sys
@@ -38,6 +40,18 @@ def load_host_image(path):
     with Image.open(path) as img:
         rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous().unsqueeze(0)
+
+
+def load_images(paths):
+    """Every image host-style; the first that cannot be opened fails the check ``input-image``, naming it."""
+    inputs = []
+    for path in paths:
+        try:
+            inputs.append(load_host_image(path))
+        except Exception as exc:  # noqa: BLE001 - truncated, corrupt, decompression bomb: the file's problem
+            raise CheckFailed("input-image", f"cannot open the image {path}: {type(exc).__name__}: "
+                                             f"{summarise(exc)}") from None
+    return inputs
 
 
 def summarise(exc):
@@ -87,7 +101,7 @@ def run_checks(zip_path, images, passed):
             raise CheckFailed("load", f"torch.jit.load failed: {type(exc).__name__}: {summarise(exc)}") from None
     passed.append("load")
 
-    inputs = [load_host_image(p) for p in images]
+    inputs = load_images(images)
     embeddings = []
     for path, x in zip(images, inputs, strict=True):
         out = forward(model, x, describe(path, x))

@@ -11,8 +11,11 @@
    finiteness, unit norm, determinism, batch independence, distinct outputs; then mP@5 here, on
    the same small labelled set (guie's handwritten digits, or ``--images``).
 
-A failure raises SmokeFailure naming the check or the notebook cell. ``BUILD/smoke/`` receives
-report.json and the executed notebook; the kernel and dataset folders are never touched.
+A failure raises SmokeFailure naming the check or the notebook cell. A problem with the inputs
+(the metadata files, ``--images``) is a plain GuieError, found before anything runs or is written:
+unreadable images in ``--images`` are skipped and listed, as guie-train and guie-eval do.
+``BUILD/smoke/`` receives report.json and the executed notebook; the kernel and dataset folders
+are never touched.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +37,11 @@ import numpy as np
 
 from guie.errors import GuieError
 from guie.fileio import write_json, write_text
-from guie.submission.folders import DATASET_METADATA, read_package
+from guie.submission.metadata import DATASET_METADATA, OLD_DATASET_METADATA, read_build
 from guie.submission.notebook import ROOT_ENV
 
 HOST_CHECK = Path(__file__).with_name("host_check.py")
+INPUT_CHECK = "input-image"  # host_check.py's name for an image it cannot open: the user's file, not the package
 REPORT_DIR = "smoke"
 KERNEL_NAME = "guie-smoke"
 # Never handed to the notebook kernel or the host check: they need no credentials.
@@ -72,6 +76,7 @@ class SmokeFailure(GuieError):
 class LabelledImages:
     paths: list[str]
     labels: list[str]
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason), skipped
 
     def split(self) -> tuple[list[int], list[int]]:
         """Per class: the first third (at least one) are queries, the rest the index."""
@@ -121,20 +126,32 @@ def digit_images(dest: Path, per_class: int = 6) -> LabelledImages:
 
 
 def folder_images(root: Path, per_class: int = 10, max_classes: int = 50) -> LabelledImages:
-    """A user's imagefolder (one sub-folder per class), capped to keep the smoke run short."""
+    """A user's imagefolder (one sub-folder per class), capped to keep the smoke run short.
+
+    Each image is opened as the host would open it; the ones that cannot be (truncated, corrupt,
+    decompression bombs) are skipped and listed, and the next image of the class takes their place.
+    """
     from guie.data.imagefolder import scan_class_folders
+    from guie.data.images import image_problem
 
     records, _ = scan_class_folders(root, domain="smoke")
-    paths, labels, counts = [], [], {}
+    paths, labels, counts, unreadable = [], [], {}, []
     for rec in records:
         if counts.get(rec.label, 0) >= per_class or (rec.label not in counts and len(counts) >= max_classes):
+            continue
+        problem = image_problem(rec.path)
+        if problem:
+            unreadable.append((rec.path, problem))
             continue
         counts[rec.label] = counts.get(rec.label, 0) + 1
         paths.append(rec.path)
         labels.append(rec.label)
     if sum(1 for n in counts.values() if n >= 2) < 2:
-        raise GuieError(f"--images {str(root)!r} needs at least two class sub-folders with two or more images each")
-    return LabelledImages(paths, labels)
+        skipped = f"; skipped {len(unreadable)} unreadable: " + ", ".join(
+            f"{p} ({why})" for p, why in unreadable[:3]) if unreadable else ""
+        raise GuieError(f"--images {str(root)!r} needs at least two class sub-folders with two or more readable "
+                        f"images each{skipped}")
+    return LabelledImages(paths, labels, unreadable)
 
 
 def python_flags() -> list[str]:
@@ -166,7 +183,7 @@ def emulate_kaggle(work: Path, dataset_dir: Path, slug: str) -> Path:
     mounted = root / "input" / slug
     mounted.mkdir(parents=True)
     for item in sorted(dataset_dir.iterdir()):
-        if item.name != DATASET_METADATA:  # the client uploads every file but the metadata
+        if item.name not in (DATASET_METADATA, OLD_DATASET_METADATA):  # the client uploads all but the metadata
             (mounted / item.name).symlink_to(item.resolve(), target_is_directory=item.is_dir())
     mounted.chmod(stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP)
     (root / "working").mkdir()
@@ -262,6 +279,8 @@ def check_submission(zip_path: Path, images: LabelledImages, work: Path, timeout
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise SmokeFailure("host-check", f"the checker crashed (exit {proc.returncode}): {tail}")
     result = json.loads(result_path.read_text(encoding="utf-8"))
+    if result["failed"] and result["failed"]["check"] == INPUT_CHECK:  # the images, not the package
+        raise GuieError(f"{result['failed']['detail']}; fix or remove that file")
     if result["failed"]:
         raise SmokeFailure(result["failed"]["check"], result["failed"]["detail"])
     embeddings = np.load(out / "embeddings.npy")
@@ -276,16 +295,30 @@ def run_smoke(build: str | Path, *, images: str | Path | None = None, min_mp5: f
               timeout: float = 600.0, keep: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Emulate the host on BUILD (see the module docstring); return the report, raise SmokeFailure."""
     build = Path(build)
-    dataset_dir, kernel_dir, ds_meta, kn_meta = read_package(build)
-    slug = ds_meta["id"].split("/")[1]
-    report: dict[str, Any] = {"build": str(build.resolve()), "dataset": ds_meta["id"], "kernel": kn_meta["id"],
-                              "passed": [], "failed": None}
+    # Every input is checked before anything runs or is written.
+    folders = read_build(build)
+    kernel = folders.kernel
+    if (kernel.language, kernel.kernel_type) != ("python", "notebook"):
+        raise GuieError(f"guie-smoke runs Python notebooks; {kernel.path.name} says language {kernel.language!r}, "
+                        f"kernel_type {kernel.kernel_type!r}")
+    for warning in folders.warnings:
+        log(f"note: {warning}")
+    labelled = folder_images(Path(images)) if images else None
+    if labelled and labelled.unreadable:
+        log(f"skipped {len(labelled.unreadable)} unreadable images of --images (listed in the report): "
+            + ", ".join(f"{p} ({why})" for p, why in labelled.unreadable[:5])
+            + (", ..." if len(labelled.unreadable) > 5 else ""))
+    dataset_dir, kernel_dir, slug = folders.dataset_dir, folders.kernel_dir, folders.dataset.ref.slug
+    report: dict[str, Any] = {"build": str(build.resolve()), "dataset": str(folders.dataset.ref),
+                              "kernel": kernel.name, "passed": [], "failed": None}
+    if labelled:
+        report["unreadable_images"] = [{"path": p, "reason": why} for p, why in labelled.unreadable]
     report_dir = build / REPORT_DIR
     work = Path(tempfile.mkdtemp(prefix="guie-smoke-"))
     started = time.perf_counter()
     try:
         root = emulate_kaggle(work, dataset_dir, slug)
-        nb_path = kernel_dir / kn_meta["code_file"]
+        nb_path = kernel_dir / kernel.code_file
         log(f"running {nb_path.name} with {ROOT_ENV}={root} (input/{slug}/, working/)")
         run_notebook(nb_path, root, work, timeout, report_dir / "executed.ipynb")
         report["passed"].append("notebook")
@@ -294,7 +327,7 @@ def run_smoke(build: str | Path, *, images: str | Path | None = None, min_mp5: f
         if not submission.is_file():
             raise SmokeFailure("submission-written", "the notebook finished without writing working/submission.zip")
         report["passed"].append("submission-written")
-        labelled = folder_images(Path(images)) if images else digit_images(work / "data")
+        labelled = labelled or digit_images(work / "data")
         source = str(images) if images else "handwritten digits"
         log(f"host check: {len(labelled.paths)} images ({source}) of mixed sizes, in a fresh python -I without guie")
         result = check_submission(submission, labelled, work, timeout)
@@ -309,6 +342,9 @@ def run_smoke(build: str | Path, *, images: str | Path | None = None, min_mp5: f
         report["passed"].append("mP@5")
     except SmokeFailure as exc:
         report["failed"] = {"check": exc.check, "detail": exc.detail}
+        raise
+    except GuieError as exc:  # the inputs, found while checking: not a failure of the package
+        report["failed"] = {"check": INPUT_CHECK, "detail": str(exc)}
         raise
     finally:
         report["seconds"] = round(time.perf_counter() - started, 2)

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from guie.errors import GuieError
-from guie.submission.folders import read_package
-from guie.submission.kaggle_ids import KaggleRef, parse_dataset_id, parse_kernel_id
+from guie.submission.kaggle_ids import KaggleRef
+from guie.submission.metadata import read_build
 
 CREDENTIALS_HELP = (
     "no Kaggle credentials found, nothing was uploaded: create an API token at "
@@ -50,8 +50,8 @@ def find_credentials(env: Mapping[str, str] | None = None) -> str | None:
         return "KAGGLE_API_TOKEN"
     home = Path("~/.kaggle").expanduser()
     for name in ("access_token", "access_token.txt"):
-        token_file = home / name
-        if token_file.is_file() and token_file.stat().st_size > 0:
+        token_file = home / name  # the client takes the file's text, stripped, when it is not empty
+        if token_file.is_file() and token_file.read_text(encoding="utf-8", errors="replace").strip():
             return str(token_file)
     config = kaggle_config_dir(env) / "kaggle.json"
     values: dict[str, Any] = {}
@@ -170,9 +170,11 @@ def wait_until_ready(api: Any, ref: KaggleRef, wait: float, poll: float, log: Ca
 def upload_package(build: str | Path, *, message: str, public: bool = False, wait: float = 600.0,
                    poll: float = 10.0, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Create or version the dataset, wait until it is ready, push the notebook; return the URLs."""
-    build = Path(build)
-    dataset_dir, kernel_dir, ds_meta, kn_meta = read_package(build)
-    dataset, kernel = parse_dataset_id(ds_meta["id"]), parse_kernel_id(kn_meta["id"])
+    folders = read_build(Path(build))
+    dataset_dir, kernel_dir, dataset, kernel = (folders.dataset_dir, folders.kernel_dir, folders.dataset.ref,
+                                                folders.kernel.name)
+    for warning in folders.warnings:
+        log(f"note: {warning}")
     source = find_credentials()
     if source is None:
         raise GuieError(CREDENTIALS_HELP)

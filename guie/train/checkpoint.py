@@ -8,8 +8,7 @@ import torch
 
 from guie.errors import GuieError
 from guie.fileio import torch_save
-
-CHECKPOINT_FILENAME = "checkpoint.pt"
+from guie.train.run_folder import CHECKPOINT_FILENAME
 
 
 def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:

@@ -29,12 +29,11 @@ from guie.train.checkpoint import load_checkpoint
 from guie.train.distributed import init_distributed, shutdown
 from guie.train.features import FeatureTable, ensure_features
 from guie.train.loop import LoopSettings, train_head
+from guie.train.run_folder import CONFIG_FILENAME, check_run_dir
 from guie.train.stage2 import Stage2Settings, fine_tune
 from guie.train.stage2 import embed_images as stage2_embed
 from guie.train.tracking import start_tracking
 from guie.version import __version__
-
-CONFIG_FILENAME = "config.json"
 
 
 @dataclass
@@ -55,23 +54,12 @@ def git_commit() -> str | None:
         return None
 
 
-def prepare_run_dir(out: str, resume: bool, overwrite: bool) -> Path:
-    """Refuse to clobber an existing run unless asked; nothing is touched when refusing."""
+def prepare_run_dir(out: str, action: str, log: Callable[[str], None]) -> Path:
+    """Create, replace or keep the run folder as ``check_run_dir`` decided, once the inputs are valid."""
     run_dir = Path(out)
-    if resume:
-        if not (run_dir / CONFIG_FILENAME).is_file():
-            raise GuieError(f"cannot resume: {out!r} is not a guie run folder (no {CONFIG_FILENAME}); "
-                            "start a new run without --resume")
-        return run_dir
-    if run_dir.exists() and not run_dir.is_dir():
-        raise GuieError(f"run folder {out!r} is a file; pass another --out")
-    if run_dir.is_dir() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise GuieError(f"run folder {out!r} already exists; pass --resume to continue it, "
-                            "--overwrite to replace it, or another --out")
-        if not (run_dir / CONFIG_FILENAME).is_file():
-            raise GuieError(f"refusing to --overwrite {out!r}: it is not a guie run folder (no {CONFIG_FILENAME}); "
-                            "pass an empty or new --out")
+    if action in ("overwrite", "restart") and run_dir.is_dir():
+        if action == "restart":
+            log(f"note: {out} holds a run that stopped before training started; starting it afresh")
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
@@ -175,18 +163,19 @@ def _run(cfg: TrainConfig, resume: bool, overwrite: bool, log: Callable[[str], N
         raise GuieError("--stage2-blocks runs in one process; run stage 2 without torchrun")
     resolved = {**cfg.to_dict(), "guie_version": __version__, "git_commit": git_commit(),
                 "backbone_fingerprint": spec.fingerprint(), "world_size": dist.world}
-    run_dir = Path(cfg.out)
-    if dist.is_main:
-        run_dir = prepare_run_dir(cfg.out, resume, overwrite)
-        if not resume:
-            write_json(run_dir / CONFIG_FILENAME, resolved)
-    dist.barrier()
-
+    # Inputs first, outputs after: a run that fails on its data leaves no folder behind.
+    action = check_run_dir(cfg.out, resume, overwrite)
     records, source_report = load_records(cfg.data, log)
     records, sampled = sample_classes(records, cfg.classes, cfg.min_per_class, cfg.max_per_class, cfg.seed,
                                       cfg.domain_caps())
     log(f"classes: kept {sampled.classes_kept} of {sampled.classes_eligible} with >= {cfg.min_per_class} images "
         f"({sampled.images_kept} images)")
+    run_dir = Path(cfg.out)
+    if dist.is_main:
+        prepare_run_dir(cfg.out, action, log)
+        if action != "resume":
+            write_json(run_dir / CONFIG_FILENAME, resolved)
+    dist.barrier()
 
     loaded: list[Backbone] = []
 
@@ -244,8 +233,9 @@ def _run(cfg: TrainConfig, resume: bool, overwrite: bool, log: Callable[[str], N
     try:
         settings = LoopSettings(cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.warmup, cfg.seed,
                                 cfg.ema, parse_margin_schedule(cfg.margin_schedule), cfg.domain_loss)
+        resume_state = load_checkpoint(run_dir) if action == "resume" else None
         outcome = train_head(feats.views, train_index, labels, projection, head, settings, run_dir, device,
-                             tracker, load_checkpoint(run_dir) if resume else None, log=log, dist=dist,
+                             tracker, resume_state, log=log, dist=dist,
                              domain_head=domain_head, domain_labels=domain_labels, sizes=feats.sizes)
         history = outcome.history
         if not dist.is_main:

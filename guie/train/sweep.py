@@ -15,6 +15,7 @@ from guie.errors import GuieError
 from guie.fileio import write_json
 from guie.model.model_file import MODEL_FILENAME
 from guie.train.run import run_training
+from guie.train.run_folder import CONFIG_FILENAME, sweep_started
 
 
 def run_sweep(cfg: TrainConfig, counts: list[int], resume: bool = False, overwrite: bool = False,
@@ -28,9 +29,13 @@ def run_sweep(cfg: TrainConfig, counts: list[int], resume: bool = False, overwri
     """
     out = Path(cfg.out)
     sweep_file = out / SWEEP_FILENAME
-    if sweep_file.exists() and not (resume or overwrite):
+    if sweep_file.exists() and not (resume or overwrite) and sweep_started(out):
         raise GuieError(f"sweep folder {str(out)!r} already exists; pass --resume to continue it, "
                         "--overwrite to replace its runs, or another --out")
+    if out.exists() and not out.is_dir():
+        raise GuieError(f"sweep folder {str(out)!r} is a file; pass another --out")
+    # Each run reads and checks the data before it creates its folder; a sweep none of whose runs
+    # started training is rerun from the start by the next command.
     write_json(sweep_file, {**cfg.to_dict(), "sweep_classes": counts})
     runs = []
     for n in counts:
@@ -40,7 +45,7 @@ def run_sweep(cfg: TrainConfig, counts: list[int], resume: bool = False, overwri
         if resume and (run_dir / MODEL_FILENAME).is_file():
             log("finished earlier; kept")
         else:
-            run_training(sub, resume=resume and (run_dir / "config.json").is_file(), overwrite=overwrite, log=log)
+            run_training(sub, resume=resume and (run_dir / CONFIG_FILENAME).is_file(), overwrite=overwrite, log=log)
         runs.append(run_dir)
 
     from guie.eval.evaluate import EvalSettings, evaluate
