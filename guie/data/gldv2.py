@@ -16,6 +16,7 @@ landmark id; every record is split "train", domain ``gldv2``. The index and test
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from guie.data.layout import Layout, find_layout
@@ -36,16 +37,17 @@ def image_path(image_dir: Path, image_id: str) -> Path:
     return image_dir / image_id[0] / image_id[1] / image_id[2] / f"{image_id}.jpg"
 
 
-def _add(image_dir: Path, image_id: str, label: str, loc: str, records: list[Record],
+def _add(image_dir: str, image_id: str, label: str, loc: str, records: list[Record],
          skipped: list[tuple[str, str]]) -> None:
     if len(image_id) < 3 or "/" in image_id:
         skipped.append((loc, "malformed image id"))
         return
-    path = image_path(image_dir, image_id)
-    if not path.is_file():
+    # image_path() as a string: pathlib's joins made each row 6x slower (26 vs 4 us; GLDv2 has 4.1M rows)
+    path = f"{image_dir}/{image_id[0]}/{image_id[1]}/{image_id[2]}/{image_id}.jpg"
+    if not os.path.isfile(path):
         skipped.append((loc, IMAGE_NOT_FOUND))
         return
-    records.append(Record(str(path), label, DOMAIN, "train"))
+    records.append(Record(path, label, DOMAIN, "train"))
 
 
 @register_source("gldv2", "Google Landmarks v2 train set: train_clean.csv (landmark_id,images) or "
@@ -63,6 +65,7 @@ def load_gldv2(root: str, spec: str) -> SourceData:
                                          "train TARs into train/ beside them")
         csv_path, image_dir = found.path("list"), found.path("images")
     header = csv_columns(csv_path, ("landmark_id", "images", "id"), "GLDv2 train list")
+    image_root = str(image_dir)
     records: list[Record] = []
     skipped: list[tuple[str, str]] = []
     if "images" in header:  # train_clean.csv: one row per landmark
@@ -72,11 +75,11 @@ def load_gldv2(root: str, spec: str) -> SourceData:
                 skipped.append((where(csv_path, line), "empty landmark_id"))
                 continue
             for image_id in row["images"].split():
-                _add(image_dir, image_id, label, where(csv_path, line), records, skipped)
+                _add(image_root, image_id, label, where(csv_path, line), records, skipped)
     else:  # train.csv: one row per image
         for line, row in read_csv_rows(csv_path, ("id", "landmark_id"), "GLDv2 train.csv"):
             if not row["id"] or not row["landmark_id"]:
                 skipped.append((where(csv_path, line), "empty id or landmark_id"))
                 continue
-            _add(image_dir, row["id"], row["landmark_id"], where(csv_path, line), records, skipped)
+            _add(image_root, row["id"], row["landmark_id"], where(csv_path, line), records, skipped)
     return SourceData(spec, DOMAIN, records, skipped)

@@ -11,9 +11,12 @@ from guie.errors import GuieError, did_you_mean
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Record:
-    """One labelled image. Labels are strings; they become contiguous ints only inside training."""
+    """One labelled image. Labels are strings; they become contiguous ints only inside training.
+
+    Slotted (no per-record __dict__): about 210 bytes with a GLDv2-length path instead of 250.
+    """
 
     path: str
     label: str
