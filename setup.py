@@ -34,6 +34,7 @@ setup(
         "tqdm>=4.60",
         "wandb>=0.16",
         "scikit-learn>=1.2",
+        "scipy>=1.9",
         "matplotlib>=3.6",
         "safetensors>=0.4",
         "nbformat>=5.9",
@@ -56,6 +57,7 @@ setup(
             "guie-export=guie.cli:export_main",
             "guie-package=guie.cli:package_main",
             "guie-smoke=guie.cli:smoke_main",
+            "guie-submit=guie.cli:submit_main",
         ],
     },
 )

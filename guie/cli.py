@@ -362,6 +362,46 @@ def package_command(source: str, dataset_id: str, kernel_id: str, competition: s
                    public=public, wait=wait, poll=poll, log=click.echo)
 
 
+SUBMIT_HELP = """Submit a guie-package BUILD to the competition and record its leaderboard score.
+
+Through the official kaggle client: uploads the dataset and pushes the notebook unless BUILD/uploaded.json
+shows these exact files were uploaded already; waits for the notebook version to run (on error saves
+its log to BUILD/notebook.log and names the failing cell); submits the notebook's submission.zip as a
+code-competition submission of that version; waits for the score and prints the public and private
+scores. Each submission is one line of leaderboard.jsonl in the run folder the package was built from
+(else in BUILD), read by guie-eval --leaderboard. --wait bounds all waiting together. Exits 0 when
+scored, 3 when still pending at the end of --wait (complete it later with --refresh), 2 on errors.
+
+\b
+  guie-submit build --message "vith14 4000 classes"
+  guie-submit build --refresh
+"""
+
+
+@click.command("submit", help=SUBMIT_HELP)
+@click.argument("build", type=click.Path(exists=True, file_okay=False))
+@click.option("--message", help="submission description (default: guie-submit OWNER/SLUG/VERSION)")
+@click.option("--wait", default=3600.0, show_default=True,
+              help="seconds to wait in total for the upload, the notebook run and the score")
+@click.option("--competition", default="google-universal-image-embedding", show_default=True,
+              help="competition slug to submit to (the notebook must attach it)")
+@click.option("--refresh", is_flag=True, help="only complete the pending lines of leaderboard.jsonl; submit nothing")
+@click.option("--poll", default=30.0, hidden=True, help="seconds between status checks")
+@friendly_errors
+def submit_command(build: str, message: str | None, wait: float, competition: str, refresh: bool,
+                   poll: float) -> None:
+    from guie.submission.submit import refresh_build, submit_build
+
+    if refresh:
+        records = refresh_build(build, competition=competition, wait=wait, poll=poll, log=click.echo)
+        pending = any(r["status"] == "pending" for r in records)
+    else:
+        pending = submit_build(build, competition=competition, message=message, wait=wait, poll=poll,
+                               log=click.echo)["status"] == "pending"
+    if pending:
+        sys.exit(3)
+
+
 SMOKE_HELP = """Run a guie-package BUILD's notebook in an emulated Kaggle, then check submission.zip as the host would.
 
 Lays out a temporary /kaggle-like tree (input/<dataset slug>/ with the dataset's files,
@@ -452,6 +492,7 @@ cli.add_command(data_command)
 cli.add_command(eval_command)
 cli.add_command(package_command)
 cli.add_command(smoke_command)
+cli.add_command(submit_command)
 cli.add_command(export_command)
 
 
@@ -485,6 +526,10 @@ def export_main() -> None:
 
 def smoke_main() -> None:
     smoke_command(prog_name="guie-smoke")
+
+
+def submit_main() -> None:
+    submit_command(prog_name="guie-submit")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 OWNER = "guie-tester"
+SUBMISSION_REF = 31415926
 
 # Run first in a test subprocess: aim kagglesdk's LOCAL endpoint at the fake server (argv[1]).
 AIM_CLIENT = """\
@@ -28,22 +29,48 @@ import sys
 import kagglesdk.kaggle_env as kaggle_env
 kaggle_env._env_to_endpoint[kaggle_env.KaggleEnv.LOCAL] = sys.argv[1]
 """
-# ... then run guie-package with the remaining arguments.
+# ... then run guie-package (or guie-submit) with the remaining arguments.
 CLIENT_BOOT = AIM_CLIENT + """\
 sys.argv = ["guie-package", *sys.argv[2:]]
 from guie.cli import package_main
 package_main()
 """
+SUBMIT_BOOT = AIM_CLIENT + """\
+sys.argv = ["guie-submit", *sys.argv[2:]]
+from guie.cli import submit_main
+submit_main()
+"""
 
 
 class FakeKaggle:
-    """Answers the calls guie-package --upload makes and records every request."""
+    """Answers the calls guie-package --upload and guie-submit make and records every request.
+
+    Kernel runs answer ``kernel_statuses`` one per GetKernelSessionStatus call (the last repeats), with
+    ``failure_message`` and ``kernel_log`` (ListKernelSessionOutput) for a failed run. CreateCodeSubmission
+    answers ``submit_response`` (default: submission ``submission_ref``). ListSubmissions lists an older
+    submission and, once ours exists (or ``listed`` is set, as for a submission made before this server
+    started), ours with the fields of ``submission_states``, one per call (the last repeats).
+    """
 
     def __init__(self, *, dataset_exists: bool = False, statuses: tuple[str, ...] = ("BLOBS_RECEIVED", "READY"),
-                 create_response: dict[str, Any] | None = None, max_requests: int = 100, lifetime: float = 120.0):
+                 create_response: dict[str, Any] | None = None, max_requests: int = 100, lifetime: float = 120.0,
+                 kernel_statuses: tuple[str, ...] = ("QUEUED", "RUNNING", "COMPLETE"), failure_message: str = "",
+                 kernel_log: str | None = None, submit_response: dict[str, Any] | None = None,
+                 submission_states: tuple[dict[str, Any], ...] = (
+                     {"status": "PENDING"}, {"status": "COMPLETE", "publicScore": "0.6120", "privateScore": "0.5980"}),
+                 listed: bool = False, submission_ref: int = SUBMISSION_REF):
         self.dataset_exists = dataset_exists
         self.statuses = list(statuses)
         self.create_response = create_response
+        self.kernel_statuses = list(kernel_statuses)
+        self.failure_message = failure_message
+        self.kernel_log = kernel_log
+        self.submit_response = submit_response
+        self.submission_states = list(submission_states)
+        self._submitted = listed
+        self.submission_ref = submission_ref
+        self._kernel_polls = 0
+        self._submission_polls = 0
         self.max_requests = max_requests
         self.requests: list[dict[str, Any]] = []
         self.uploads: dict[str, bytes] = {}
@@ -129,6 +156,27 @@ class FakeKaggle:
             if method == "SaveKernel":
                 return 200, {"ref": f"/code/{payload.get('slug')}", "versionNumber": 1,
                              "url": f"https://www.kaggle.com/code/{payload.get('slug')}"}
+            if method == "GetKernelSessionStatus":
+                status = self.kernel_statuses[min(self._kernel_polls, len(self.kernel_statuses) - 1)]
+                self._kernel_polls += 1
+                return 200, {"status": status, **({"failureMessage": self.failure_message}
+                                                  if status == "ERROR" and self.failure_message else {})}
+            if method == "ListKernelSessionOutput":
+                return 200, {"files": [], **({"log": self.kernel_log} if self.kernel_log is not None else {})}
+            if method == "CreateCodeSubmission":
+                self._submitted = True
+                return 200, self.submit_response or {"message": "Your submission was successfully saved",
+                                                     "ref": self.submission_ref}
+            if method == "ListSubmissions":
+                older = {"ref": SUBMISSION_REF - 7, "date": "2026-11-01T10:00:00.000Z", "status": "COMPLETE",
+                         "publicScore": "0.4000", "privateScore": "0.3900", "fileName": "submission.zip"}
+                if not self._submitted:
+                    return 200, {"submissions": [older]}
+                state = self.submission_states[min(self._submission_polls, len(self.submission_states) - 1)]
+                self._submission_polls += 1
+                ours = {"ref": self.submission_ref, "date": "2026-11-30T12:00:00.000Z", "fileName": "submission.zip",
+                        **state}
+                return 200, {"submissions": [ours, older]}
             return 404, {"code": 404, "message": f"fake Kaggle does not know {path}"}
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
@@ -196,3 +244,10 @@ def run_client(server: FakeKaggle, script: str, args: list[str], env: dict[str, 
     talks to ``server``."""
     return subprocess.run([sys.executable, "-c", AIM_CLIENT + script, server.url, *args], capture_output=True,
                           text=True, env=env, timeout=timeout)
+
+
+def run_submit(server: FakeKaggle, args: list[str], env: dict[str, str], timeout: float = 120.0,
+               ) -> subprocess.CompletedProcess:
+    """``guie-submit ARGS`` in a fresh interpreter whose kaggle client talks to ``server``."""
+    return subprocess.run([sys.executable, "-c", SUBMIT_BOOT, server.url, *args], capture_output=True, text=True,
+                          env=env, timeout=timeout)

@@ -22,8 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from guie.errors import GuieError
+from guie.fileio import file_sha256, write_json
 from guie.submission.kaggle_ids import KaggleRef
-from guie.submission.metadata import read_build
+from guie.submission.metadata import Build, read_build
+
+UPLOAD_RECORD = "uploaded.json"  # in BUILD: what was last uploaded from it, so guie-submit skips a repeat
 
 CREDENTIALS_HELP = (
     "no Kaggle credentials found, nothing was uploaded: create an API token at "
@@ -167,10 +170,30 @@ def wait_until_ready(api: Any, ref: KaggleRef, wait: float, poll: float, log: Ca
         sleep(max(0.0, min(poll, wait - elapsed)))
 
 
+def build_digest(folders: Build) -> dict[str, dict[str, str]]:
+    """SHA-256 of every file of BUILD/dataset and BUILD/kernel, by path inside its folder."""
+    return {name: {p.relative_to(folder).as_posix(): file_sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+            for name, folder in (("dataset", folders.dataset_dir), ("kernel", folders.kernel_dir))}
+
+
+def read_upload_record(build: Path) -> dict[str, Any]:
+    """BUILD/uploaded.json, or {} when absent or unreadable (then everything counts as not uploaded)."""
+    try:
+        record = json.loads((build / UPLOAD_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def upload_package(build: str | Path, *, message: str, public: bool = False, wait: float = 600.0,
                    poll: float = 10.0, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Create or version the dataset, wait until it is ready, push the notebook; return the URLs."""
+    """Create or version the dataset, wait until it is ready, push the notebook; return the URLs.
+
+    Afterwards BUILD/uploaded.json records the ids, the notebook version Kaggle gave the push and the
+    SHA-256 of every file sent (no credentials), so guie-submit can tell whether BUILD is current.
+    """
     folders = read_build(Path(build))
+    digest = build_digest(folders)
     dataset_dir, kernel_dir, dataset, kernel = (folders.dataset_dir, folders.kernel_dir, folders.dataset.ref,
                                                 folders.kernel.name)
     for warning in folders.warnings:
@@ -205,5 +228,10 @@ def upload_package(build: str | Path, *, message: str, public: bool = False, wai
     if rejected:
         raise GuieError(f"the notebook was pushed, but Kaggle did not attach {', '.join(rejected)}; check the ids "
                         f"and that you joined the competition, then push again: kaggle kernels push -p {kernel_dir}")
-    return {"dataset": str(dataset), "kernel": str(kernel), "dataset_url": dataset_url, "kernel_url": kernel_url,
-            "created": created}
+    version = getattr(pushed, "version_number", None)
+    result = {"dataset": str(dataset), "kernel": str(kernel), "dataset_url": dataset_url, "kernel_url": kernel_url,
+              "created": created, "kernel_version": version}
+    write_json(Path(build) / UPLOAD_RECORD, {"dataset": str(dataset), "kernel": str(kernel), "kernel_version": version,
+                                            "uploaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                            "files": digest})
+    return result
