@@ -24,7 +24,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["guie", "guie.*"]),
-    package_data={"guie.model": ["model_configs/*.json"]},
+    package_data={"guie.model": ["model_configs/*.json"], "guie.export": ["ops/*.txt"]},
     install_requires=TORCH + [
         "open_clip_torch>=2.24",
         "faiss-cpu>=1.7.4",
@@ -58,6 +58,7 @@ setup(
             "guie-package=guie.cli:package_main",
             "guie-smoke=guie.cli:smoke_main",
             "guie-submit=guie.cli:submit_main",
+            "guie-compat=guie.cli:compat_main",
         ],
     },
 )

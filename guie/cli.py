@@ -85,21 +85,36 @@ def resolve_train_config(ctx: click.Context, params: dict[str, Any], config_file
     """
     cli_values = command_line_values(ctx, params)
     if resume:
+        from guie.train.run_folder import CONFIG_FILENAME, sweep_started, training_started
+
         if not cli_values.get("out"):
             raise GuieError("--resume needs --out RUN, the run folder to continue")
         out = Path(cli_values["out"])
-        stored = out / SWEEP_FILENAME if (out / SWEEP_FILENAME).is_file() else out / "config.json"
+        is_sweep = (out / SWEEP_FILENAME).is_file()
+        stored = out / SWEEP_FILENAME if is_sweep else out / CONFIG_FILENAME
         if not stored.is_file():
-            raise GuieError(f"cannot resume: {str(out)!r} has no config.json; start a new run without --resume")
+            raise GuieError(f"cannot resume: {str(out)!r} has no {CONFIG_FILENAME}; start a new run without --resume")
         saved = json.loads(stored.read_text())
         counts = saved.pop("sweep_classes", None)
         fields = config_fields()
         values = {k: v for k, v in saved.items() if k in fields}
-        # A resumed run keeps its recipe; only the length of training may be extended.
-        ignored = sorted(k for k in cli_values if k not in ("out", "epochs") and cli_values[k] != values.get(k))
-        if ignored:
-            click.echo(f"note: --resume uses the run's saved config; ignoring {', '.join(ignored)}", err=True)
-        values.update({k: cli_values[k] for k in ("out", "epochs") if k in cli_values})
+        if sweep_started(out) if is_sweep else training_started(out):
+            # A resumed run keeps its recipe; only the length of training may be extended.
+            ignored = sorted(k for k in cli_values if k not in ("out", "epochs") and cli_values[k] != values.get(k))
+            if ignored:
+                click.echo(f"note: --resume uses the run's saved config; ignoring {', '.join(ignored)}", err=True)
+            values.update({k: cli_values[k] for k in ("out", "epochs") if k in cli_values})
+        else:
+            # Training never started, so there is nothing to keep: the options given replace the saved ones.
+            changed = sorted(k for k in cli_values if k != "out" and cli_values[k] != values.get(k))
+            if changed:
+                click.echo(f"note: {out} never started training; --resume starts it again with the saved config "
+                           f"and the new {', '.join(changed)}", err=True)
+            values.update(cli_values)
+            if "classes" in cli_values:
+                counts = parse_class_counts(cli_values["classes"])
+                values["classes"] = counts[0] if counts and len(counts) == 1 else None
+                counts = counts if counts and len(counts) > 1 else None
         return TrainConfig(**values).validate(), counts
     file_values = read_config_file(config_file) if config_file else {}
     values = {**file_values, **cli_values}
@@ -193,7 +208,7 @@ def demo_command(out: str, epochs: int, wandb: str) -> None:
     from guie.export import export_run
 
     click.echo("== 3/5 export: TorchScript submission, verified")
-    export_run(run_dir, export_dir, log=click.echo)
+    export_run(run_dir, export_dir, log=click.echo, check_torch="auto")
 
     from guie.submission.folders import PackageSpec, build_package
 
@@ -452,7 +467,8 @@ determinism, reload in a fresh process without guie) must pass before any file a
               help="a torch.export program (saved_model.pt2) for use outside Kaggle")
 @click.option("--out", "out", type=click.Path(file_okay=False), default=None,
               help="output folder (default: RUN/export)")
-@click.option("--fp16", is_flag=True, help="fp16 image-tower weights (output stays float32)")
+@click.option("--fp16", is_flag=True, help="fp16 image-tower weights, --program only (output stays float32; a "
+              "TorchScript file with them would fail on CPU in PyTorch before 2.x)")
 @click.option("--chunk", default=32, show_default=True, help="images per forward inside the module (bounds memory)")
 @click.option("--tta", default="none", show_default=True, metavar="SPEC",
               help="test-time augmentation inside the graph, the embeddings of all views averaged: " + TTA_HELP)
@@ -460,12 +476,18 @@ determinism, reload in a fresh process without guie) must pass before any file a
               help="several RUNS as one module: their embeddings concatenated, then a PCA to 64-D (4th place GUIE 2022)")
 @click.option("--ensemble-images", default=2000, show_default=True,
               help="training images of the first run the ensemble PCA is fitted on (seeded sample)")
+@click.option("--check-torch", default="auto", show_default=True, metavar="VERSIONS",
+              help="torch releases the file must also load and match in before it is written (comma-separated, "
+              "e.g. 1.11.0,2.4.1; environments built once, see guie-compat); auto: 1.11.0, the GUIE host's, when "
+              "its environment is built; none")
 @friendly_errors
 def export_command(runs: tuple[str, ...], fmt: str, out: str | None, fp16: bool, chunk: int, tta: str,
-                   ensemble: str | None, ensemble_images: int) -> None:
+                   ensemble: str | None, ensemble_images: int, check_torch: str) -> None:
     from guie.export import export_ensemble, export_run
+    from guie.export.compat import resolve_versions
 
     augmentation = parse_tta(tta)  # a bad spec fails here, before any model loads
+    resolve_versions(check_torch)  # and so does a bad release number
     if len(runs) > 1 or ensemble:
         if not ensemble or len(runs) < 2:
             raise GuieError("several runs export as one module only with --ensemble pca, and --ensemble needs "
@@ -473,11 +495,49 @@ def export_command(runs: tuple[str, ...], fmt: str, out: str | None, fp16: bool,
         if fmt != "torchscript" or fp16 or str(augmentation) != "none":
             raise GuieError("--ensemble exports TorchScript in fp32 without --tta; drop --program/--fp16/--tta")
         out_dir = Path(out) if out else Path("export-ensemble")
-        export_ensemble(list(runs), out_dir, images=ensemble_images, chunk=chunk, log=click.echo)
+        export_ensemble(list(runs), out_dir, images=ensemble_images, chunk=chunk, log=click.echo,
+                        check_torch=check_torch)
         return
     run_path = Path(runs[0])
     out_dir = Path(out) if out else (run_path if run_path.is_dir() else run_path.parent) / "export"
-    export_run(run_path, out_dir, fp16=fp16, fmt=fmt, chunk=chunk, tta=tta, log=click.echo)
+    export_run(run_path, out_dir, fp16=fp16, fmt=fmt, chunk=chunk, tta=tta, log=click.echo, check_torch=check_torch)
+
+
+COMPAT_HELP = """Load a submission file in other PyTorch releases, as the host did, and compare outputs.
+
+FILE is a saved_model.pt, a submission.zip or an export folder. For each --torch release,
+guie builds once a virtual environment (pip, from the package index) in $GUIE_TORCH_ENVS
+(default ~/.cache/guie/torch-envs), loads FILE there with plain torch.jit.load in a fresh
+process, feeds it uint8 (1, 3, H, W) images from 7x5 to 1200x37 pixels one at a time and a
+batch of 4, and compares with this torch's outputs (limit 1e-4). Releases before 1.13 need
+Python 3.10 or older: guie finds one on PATH or in pyenv, or takes --python. Results go into
+the verify.json beside FILE and a record guie-package reads. Exits 1 when a release fails.
+
+\b
+  guie-compat export/vith14/saved_model.pt                 # the GUIE host's PyTorch 1.11.0
+  guie-compat export/vith14 --torch 1.11.0 --torch 2.4.1 --torch 2.14.1
+"""
+
+
+@click.command("compat", help=COMPAT_HELP)
+@click.argument("file", type=click.Path(exists=True))
+@click.option("--torch", "versions", multiple=True, metavar="VERSION",
+              help="a torch release to check in (repeat or comma-separate; default: 1.11.0, the GUIE host's)")
+@click.option("--python", "python", default=None, metavar="PATH",
+              help="the interpreter to build the environments with (default: one that fits each release)")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="cuda: move the loaded model to the GPU and feed CPU tensors, as some hosts did")
+@click.option("--json", "as_json", is_flag=True, help="print the rows as JSON")
+@friendly_errors
+def compat_command(file: str, versions: tuple[str, ...], python: str | None, device: str, as_json: bool) -> None:
+    from guie.export.compat import HOST_TORCH, check_file
+
+    wanted = [v.strip() for item in versions for v in item.split(",") if v.strip()] or [HOST_TORCH]
+    rows = check_file(file, wanted, python=python, device=device, log=lambda line: click.echo(line, err=as_json))
+    if as_json:
+        click.echo(json.dumps([row.to_dict() for row in rows], indent=2))
+    if not all(row.passed for row in rows):
+        sys.exit(1)
 
 
 @click.group(help="guie: frozen-CLIP universal image embedders, from training to a Kaggle submission.")
@@ -494,6 +554,7 @@ cli.add_command(package_command)
 cli.add_command(smoke_command)
 cli.add_command(submit_command)
 cli.add_command(export_command)
+cli.add_command(compat_command)
 
 
 def main() -> None:
@@ -530,6 +591,10 @@ def smoke_main() -> None:
 
 def submit_main() -> None:
     submit_command(prog_name="guie-submit")
+
+
+def compat_main() -> None:
+    compat_command(prog_name="guie-compat")
 
 
 if __name__ == "__main__":

@@ -70,3 +70,19 @@ def torch_save(obj: Any, target: str | os.PathLike) -> None:
 
     with atomic_path(target) as tmp:
         torch.save(obj, tmp)
+
+
+@contextlib.contextmanager
+def output_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Create ``path`` (and missing parents) for the block. If the block raises, the folders made here
+    are removed again when empty, so a failed command leaves no empty folder in the way of the rerun."""
+    path = Path(path)
+    made = [p for p in [path, *path.parents] if not p.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    except BaseException:
+        for folder in made:  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise

@@ -15,6 +15,8 @@ os.environ["GUIE_CACHE"] = _CACHE
 os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Shrunken open_clip configs of every image-tower family (tests/model_configs), registered by guie.
+os.environ["GUIE_MODEL_CONFIGS"] = str(Path(__file__).resolve().parent / "model_configs")
 for secret in ("KAGGLE_KEY", "KAGGLE_USERNAME", "KAGGLE_API_TOKEN", "WANDB_API_KEY"):
     os.environ.pop(secret, None)
 

@@ -16,7 +16,7 @@ from guie.export.build import build_submission_module, eager_reference
 def exported(trained_run, tmp_path_factory):
     """One export through the command line, as a user runs it; the tests below check its files."""
     out = tmp_path_factory.mktemp("export") / "e"
-    res = run_cli("export", str(trained_run), "--torchscript", "--out", str(out))
+    res = run_cli("export", str(trained_run), "--torchscript", "--out", str(out), "--check-torch", "none")
     assert res.returncode == 0, res.stderr
     assert "checks passed" in res.stdout and "Traceback" not in res.stderr
     return out, json.loads((out / "verify.json").read_text())
@@ -72,9 +72,18 @@ def test_chunking_does_not_change_the_result(trained_run):
         assert torch.allclose(small(batch), whole(batch), atol=1e-6)
 
 
-def test_fp16_weights_still_give_float32(trained_run, tmp_path):
-    report = export_run(trained_run, tmp_path, fp16=True, measure_speed=False, log=lambda _: None)
-    y = torch.jit.load(str(tmp_path / "saved_model.pt"))(images((2, 3, 50, 40))[0])
+def test_fp16_torchscript_is_refused_before_any_work(trained_run, tmp_path, cli):
+    out = tmp_path / "e"
+    res = cli("export", str(trained_run), "--fp16", "--out", str(out))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    (line,) = res.stderr.strip().splitlines()
+    assert line.startswith("error: --fp16 makes a TorchScript file that fails on CPU in PyTorch before 2.x")
+    assert "--program" in line and not out.exists()
+
+
+def test_fp16_program_still_gives_float32(trained_run, tmp_path):
+    report = export_run(trained_run, tmp_path, fp16=True, fmt="program", measure_speed=False, log=lambda _: None)
+    y = torch.export.load(str(tmp_path / "saved_model.pt2")).module()(images((2, 3, 50, 40))[0])
     assert y.dtype == torch.float32 and y.shape == (2, 64)
     assert report["preprocess"]["fp16"] and report["limit"] == verify.FP16_LIMIT
 

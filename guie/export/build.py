@@ -8,14 +8,13 @@ import torch
 
 from guie.errors import GuieError
 from guie.export.module import (
-    SUPPORTED_INTERPOLATIONS,
-    SUPPORTED_RESIZE_MODES,
     EmbeddingCore,
     SubmissionModule,
     original_sizes,
     preprocess,
 )
 from guie.export.tta import parse_tta
+from guie.model.backbone import export_problem
 from guie.model.embedder import Embedder, load_embedder
 
 
@@ -25,18 +24,10 @@ def build_submission_module(model: str | Path, fp16: bool = False, chunk: int = 
     augmentation = parse_tta(tta)
     embedder, backbone = load_embedder(model, "cpu")
     cfg = backbone.preprocess_cfg
-    size = cfg["size"]
-    if not isinstance(size, int):
-        if size[0] != size[1]:
-            raise GuieError(f"backbone {backbone.spec.name} has a non-square input {tuple(size)}; "
-                            "guie-export supports square inputs only")
-        size = int(size[0])
-    if cfg["resize_mode"] not in SUPPORTED_RESIZE_MODES:
-        raise GuieError(f"backbone {backbone.spec.name} uses resize_mode {cfg['resize_mode']!r}; guie-export "
-                        f"supports {', '.join(SUPPORTED_RESIZE_MODES)}")
-    if cfg["interpolation"] not in SUPPORTED_INTERPOLATIONS:
-        raise GuieError(f"backbone {backbone.spec.name} uses {cfg['interpolation']} resizing; guie-export "
-                        f"reproduces open_clip's {' and '.join(SUPPORTED_INTERPOLATIONS)} resizing only")
+    problem = export_problem(backbone.spec.name, cfg)
+    if problem:
+        raise GuieError(problem)
+    size = cfg["size"] if isinstance(cfg["size"], int) else int(cfg["size"][0])
     embedder.requires_grad_(False).eval()
     core = EmbeddingCore(embedder.visual, embedder.projection)
     if fp16:
@@ -76,10 +67,15 @@ def eager_reference(embedder: Embedder, info: dict[str, Any], images: torch.Tens
         return torch.nn.functional.normalize(torch.stack(embeddings).mean(0), dim=-1)
 
 
-def script(module: SubmissionModule) -> torch.jit.ScriptModule:
-    """TorchScript by scripting (not tracing), so any H, W and batch size take the same graph."""
+def script(module: torch.nn.Module) -> torch.jit.ScriptModule:
+    """TorchScript by scripting (not tracing), so any H, W and batch size take the same graph; of the
+    portable rewrite (``guie.export.portable``), so every PyTorch from 1.11 on can load it."""
+    from guie.export.portable import script_portable
+
     try:
-        return torch.jit.script(module)
+        return script_portable(module)
+    except GuieError:
+        raise
     except Exception as exc:  # noqa: BLE001 - TorchScript reports unsupported code with many types
         raise GuieError(f"TorchScript could not compile the model ({type(exc).__name__}: "
                         f"{str(exc).strip().splitlines()[0][:160]}); try --program instead") from None

@@ -27,13 +27,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-SUPPORTED_RESIZE_MODES = ("shortest", "squash")
-SUPPORTED_INTERPOLATIONS = ("bicubic", "bilinear")
-
 
 def resample_8bit(x: torch.Tensor, size: list[int], interpolation: str) -> torch.Tensor:
-    """One antialiased resampling pass, clamped and rounded to whole 0..255 levels (half up) as Pillow does."""
-    x = F.interpolate(x, size=size, mode=interpolation, align_corners=False, antialias=True)
+    """One antialiased resampling pass, clamped and rounded to whole 0..255 levels (half up) as Pillow does.
+
+    The antialiased aten operators are called directly (they exist since PyTorch 1.11, and are what
+    ``F.interpolate(..., antialias=True)`` calls with these arguments): scripting ``F.interpolate``
+    would compile every one of its modes into the file, some absent from older torch releases.
+    """
+    if interpolation == "bicubic":
+        x = torch._C._nn._upsample_bicubic2d_aa(x, size, False, None, None)
+    else:
+        x = torch._C._nn._upsample_bilinear2d_aa(x, size, False, None, None)
     return torch.floor(x.clamp(0.0, 255.0) + 0.5)
 
 
@@ -117,12 +122,16 @@ class SubmissionModule(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.dim() == 3:
             images = images.unsqueeze(0)
+        # The host fed CPU tensors, some teams moved the model to a GPU first: compute where the
+        # weights are and answer on the input's device.
+        device = images.device
+        images = images.to(self.mean.device)
         if self.chunk <= 0:  # torch.export: one pass over the batch (a loop over it would fix its size)
-            return self._embed(images)
+            return self._embed(images).to(device)
         outputs: list[torch.Tensor] = []
         for start in range(0, images.shape[0], self.chunk):
             outputs.append(self._embed(images[start:start + self.chunk]))
-        return torch.cat(outputs, dim=0)
+        return torch.cat(outputs, dim=0).to(device)
 
     def _view(self, images: torch.Tensor, sizes: torch.Tensor, resize: int) -> torch.Tensor:
         """The summed embeddings of one resolution and, under flip TTA, its mirror image."""

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from guie.errors import GuieError
-from guie.fileio import file_sha256, write_json
+from guie.fileio import file_sha256, output_folder, write_json
 from guie.version import __version__
 
 MODEL_NAME = "saved_model.pt"
@@ -29,61 +29,89 @@ def write_submission_zip(model_file: Path, zip_path: Path) -> None:
 
 def export_run(model: str | Path, out_dir: str | Path, *, fp16: bool = False, fmt: str = "torchscript",
                log: Callable[[str], None] = print, chunk: int = 32, measure_speed: bool = True,
-               tta: str = "none") -> dict[str, Any]:
+               tta: str = "none", check_torch: str | list[str] = "none") -> dict[str, Any]:
     """Export a run folder (or model.pt) and verify it; returns the verify report.
 
     Writes ``out_dir/saved_model.pt`` (``saved_model.pt2``, a torch.export program, for
     ``fmt="program"``; the chunked batch loop is left out there), for TorchScript
     also ``out_dir/submission.zip``, and ``out_dir/verify.json``. Everything is built and checked
     in a temporary folder first: a failed check leaves no model file or zip behind.
+    ``check_torch`` (TorchScript only): torch releases the file must also load and match in
+    (guie-compat's matrix), ``auto`` for every release whose environment is already built, or
+    ``none``. Raises GuieError for bad options, VerificationError when a check fails.
     """
     from guie.export.build import build_submission_module
+    from guie.export.compat import resolve_versions
 
     if fmt not in FORMATS:
         raise GuieError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if chunk < 1:
         raise GuieError("--chunk must be at least 1")
+    if fp16 and fmt == "torchscript":
+        raise GuieError("--fp16 makes a TorchScript file that fails on CPU in PyTorch before 2.x (no half-precision "
+                        "matmul, convolution or layer norm there; the GUIE host ran 1.11); export in fp32 (same "
+                        "embedding, twice the file size) or use --fp16 with --program")
+    versions = resolve_versions(check_torch) if fmt == "torchscript" else []
     # torch.export needs one pass over the batch: a Python loop over chunks would fix the batch size.
     eager, embedder, info = build_submission_module(model, fp16, chunk if fmt == "torchscript" else 0, tta)
     out = Path(out_dir)  # made only once the model has loaded: a wrong RUN leaves no empty folder behind
-    out.mkdir(parents=True, exist_ok=True)
     extras = (["TTA " + info["tta"]] if info["tta"] != "none" else []) + (["size features"] if info["size_features"] else [])
     log(f"exporting {info['backbone']['name']} ({info['backbone']['pretrained']}) + projection to "
         f"{info['dim']}-D as {fmt}{' (fp16 weights)' if fp16 else ''}{' with ' + ' and '.join(extras) if extras else ''}")
-    return write_verified(eager, embedder, info, out, fmt, str(Path(model).resolve()), log, measure_speed)
+    return write_verified(eager, embedder, info, out, fmt, str(Path(model).resolve()), log, measure_speed,
+                          check_torch=versions)
 
 
 def export_ensemble(runs: list[str | Path], out_dir: str | Path, *, dim: int = 64, images: int = 2000,
                     seed: int = 0, log: Callable[[str], None] = print, chunk: int = 32,
-                    measure_speed: bool = True) -> dict[str, Any]:
-    """Export several runs as one module: concatenated embeddings, PCA to ``dim``; verified like a single run."""
+                    measure_speed: bool = True, check_torch: str | list[str] = "none") -> dict[str, Any]:
+    """Export several runs as one module: concatenated embeddings, PCA to ``dim``; verified like a single run
+    (``check_torch`` as for ``export_run``)."""
+    from guie.export.compat import resolve_versions
     from guie.export.ensemble import build_ensemble
 
+    versions = resolve_versions(check_torch)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     eager, info = build_ensemble(runs, dim=dim, images=images, seed=seed, chunk=chunk, log=log)
     log(f"exporting an ensemble of {len(runs)} runs to {dim}-D as torchscript")
     return write_verified(eager, None, info, out, "torchscript", [str(Path(r).resolve()) for r in runs], log,
-                          measure_speed, reference=lambda x: eager(x))
+                          measure_speed, reference=lambda x: eager(x), check_torch=versions)
 
 
 def write_verified(eager: torch.nn.Module, embedder: Any, info: dict[str, Any], out: Path, fmt: str, source: Any,
                    log: Callable[[str], None], measure_speed: bool,
-                   reference: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, Any]:
-    """Save ``eager`` as ``fmt`` in a temporary folder, verify it, then move the files into ``out``."""
+                   reference: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                   check_torch: list[str] | None = None) -> dict[str, Any]:
+    """Save ``eager`` as ``fmt`` in a temporary folder, verify it (also in the ``check_torch`` releases),
+    then move the files into ``out``."""
+    with output_folder(out):  # a failed check leaves no empty folder behind either
+        return _write_verified(eager, embedder, info, out, fmt, source, log, measure_speed, reference, check_torch)
+
+
+def _write_verified(eager: torch.nn.Module, embedder: Any, info: dict[str, Any], out: Path, fmt: str, source: Any,
+                    log: Callable[[str], None], measure_speed: bool,
+                    reference: Callable[[torch.Tensor], torch.Tensor] | None,
+                    check_torch: list[str] | None) -> dict[str, Any]:
     from guie.export.build import export_program, script
+    from guie.export.portable import host_portability, save_portable
     from guie.export.verify import verify_export
 
     tmp = Path(tempfile.mkdtemp(prefix=".guie-export-", dir=out))
     try:
         if fmt == "torchscript":
             name = MODEL_NAME
-            torch.jit.save(script(eager), str(tmp / name))
+            scripted = script(eager)
+            portability = host_portability(scripted, save_portable(scripted, tmp / name))
+            if not portability["loads_in_1_11"]:
+                log(f"warning: this file will not load in PyTorch 1.11 (the GUIE host): {portability['reason']}")
         else:
             name = PROGRAM_NAME
             export_program(eager, tmp / name)
         checks = verify_export(tmp / name, eager, embedder, info, log, measure_speed=measure_speed,
                                reference=reference)
+        if fmt == "torchscript":
+            checks["host_portability"] = portability
+            checks["compat"] = check_releases(tmp / name, check_torch or [], log)
         if fmt == "torchscript":
             write_submission_zip(tmp / name, tmp / ZIP_NAME)
         report = {
@@ -103,3 +131,24 @@ def write_verified(eager: torch.nn.Module, embedder: Any, info: dict[str, Any], 
         + f", {out / 'verify.json'}" + (f"; {speed['exported']:.0f} img/s exported vs {speed['eager']:.0f} eager "
                                        f"(batch {speed['batch']})" if speed else ""))
     return report
+
+
+def check_releases(path: Path, versions: list[str], log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """guie-compat's matrix on the file about to be written; VerificationError naming the first release
+    that fails. The rows are also kept in the record guie-package reads (by the file's sha256)."""
+    from guie.export.compat import TABLE_HEADER, record_results, run_matrix
+    from guie.export.verify import VerificationError
+
+    if not versions:
+        log("not checked in other torch releases (the GUIE host ran PyTorch 1.11): add --check-torch 1.11.0, "
+            "or run guie-compat on the file; the environment is built once")
+        return []
+    log(f"loading the file in torch {', '.join(versions)}:")
+    log(TABLE_HEADER)
+    rows = run_matrix(path, versions, log=log)
+    record_results(path, rows, torch.__version__)
+    for row in rows:
+        if not row.passed:
+            problem = row.error or f"outputs differ by {row.max_abs_diff:.2e} (limit 1e-04)"
+            raise VerificationError(f"export verification failed: in torch {row.torch}: {problem}")
+    return [row.to_dict() for row in rows]

@@ -23,7 +23,7 @@ from guie.model.embedder import Embedder
 
 FP32_LIMIT = 1e-4
 FP16_LIMIT = 2e-2  # the reference runs the same fp16 weights; this leaves room for fp16 rounding between graphs
-BATCH_LIMIT = 1e-5  # the same image alone or inside a batch of 8
+BATCH_LIMIT = 1e-4  # the same image alone or inside a batch of 8: float rounding only (a convolution tower picks its kernels by batch size; eager open_clip RN differs by 3e-5), while leakage between images shows as 1e-2 or more
 SIZES = [(7, 5), (31, 64), (500, 300), (224, 224)]
 
 
@@ -110,7 +110,10 @@ def load_exported(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
     """The saved module, loaded the way a user without guie would."""
     if path.suffix == ".pt2":
         return torch.export.load(str(path)).module()
-    return torch.jit.load(str(path), map_location="cpu")
+    from guie.export.portable import quiet_jit
+
+    with quiet_jit():
+        return torch.jit.load(str(path), map_location="cpu")
 
 
 def verify_export(path: Path, eager: torch.nn.Module, embedder: Embedder | None, info: dict[str, Any],

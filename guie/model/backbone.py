@@ -20,6 +20,10 @@ from guie.errors import GuieError, did_you_mean
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 # Registered through open_clip's own config mechanism, so "guie-tiny" is a model name like any other.
 open_clip.add_model_config(MODEL_CONFIG_DIR)
+# Your own architectures: folders of open_clip model config JSON files, separated by os.pathsep.
+for _folder in filter(None, os.environ.get("GUIE_MODEL_CONFIGS", "").split(os.pathsep)):
+    if Path(_folder).is_dir():
+        open_clip.add_model_config(Path(_folder))
 
 WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors", ".ckpt", ".npz")
 INTERPOLATION = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR,
@@ -103,6 +107,75 @@ def feature_dim(name: str) -> int:
     return int(cfg["embed_dim"])
 
 
+def tower_family(name: str) -> str:
+    """The image-tower family of an open_clip model name: which classes build its image tower.
+
+    ``open_clip:vit``, ``open_clip:modified_resnet``, ``open_clip:coca`` (a ViT with attentional
+    pooling), ``open_clip:hf`` (a Hugging Face image tower), or ``timm:<timm module>`` for timm
+    towers (``timm:vision_transformer``, ``timm:eva``, ...), with ``:map`` appended for
+    attention-pooled (MAP) heads. Raises GuieError for an unknown name.
+    """
+    cfg = open_clip.get_model_config(name)
+    if cfg is None:
+        raise GuieError(f"unknown backbone {name!r}{did_you_mean(name, open_clip.list_models())}")
+    vision = cfg.get("vision_cfg", {})
+    if vision.get("timm_model_name"):
+        from timm.models import get_arch_name, is_model
+
+        arch = get_arch_name(vision["timm_model_name"])
+        module = "unknown"
+        if is_model(arch):
+            import timm.models._registry as registry
+
+            module = registry.model_entrypoint(arch).__module__.rsplit(".", 1)[-1]
+        return f"timm:{module}" + (":map" if vision.get("timm_pool") == "map" else "")
+    if vision.get("hf_model_name"):
+        return "open_clip:hf"
+    if isinstance(vision.get("layers"), (list, tuple)):
+        return "open_clip:modified_resnet"
+    if vision.get("attentional_pool"):
+        return "open_clip:coca"
+    return "open_clip:vit"
+
+
+# What guie-export reproduces inside the graph (guie.export.module); a backbone outside it is refused
+# by guie-train before any folder is written, not by guie-export after hours of training.
+EXPORTABLE_RESIZE_MODES = ("shortest", "squash")
+EXPORTABLE_INTERPOLATIONS = ("bicubic", "bilinear")
+
+
+def export_problem(name: str, preprocess_cfg: dict[str, Any]) -> str | None:
+    """Why guie-export could not reproduce this preprocessing in the graph, or None when it can.
+
+    ``preprocess_cfg`` needs ``size`` (int or (h, w)), ``resize_mode`` and ``interpolation``,
+    as open_clip's ``visual.preprocess_cfg`` or ``expected_preprocess`` give them.
+    """
+    size = preprocess_cfg["size"]
+    if not isinstance(size, int) and size[0] != size[1]:
+        return f"backbone {name} has a non-square input {tuple(size)}; guie-export supports square inputs only"
+    if preprocess_cfg["resize_mode"] not in EXPORTABLE_RESIZE_MODES:
+        return (f"backbone {name} uses resize_mode {preprocess_cfg['resize_mode']!r}; guie-export supports "
+                f"{', '.join(EXPORTABLE_RESIZE_MODES)}")
+    if preprocess_cfg["interpolation"] not in EXPORTABLE_INTERPOLATIONS:
+        return (f"backbone {name} uses {preprocess_cfg['interpolation']} resizing; guie-export reproduces "
+                f"open_clip's {' and '.join(EXPORTABLE_INTERPOLATIONS)} resizing only")
+    return None
+
+
+def expected_preprocess(spec: BackboneSpec) -> dict[str, Any]:
+    """The preprocessing open_clip will give this backbone, from its configs alone (nothing is built):
+    the model config's image size, and interpolation and resize mode from the model config
+    (``image_interpolation``, ``image_resize_mode``) or the pretrained tag's config, else open_clip's
+    defaults (bicubic, shortest)."""
+    vision = (open_clip.get_model_config(spec.name) or {}).get("vision_cfg", {})
+    tag: dict[str, Any] = {}
+    if spec.pretrained != "none" and not spec.is_file:
+        tag = open_clip.get_pretrained_cfg(spec.name, spec.pretrained) or {}
+    return {"size": vision.get("image_size", 224),
+            "interpolation": vision.get("image_interpolation") or tag.get("interpolation") or "bicubic",
+            "resize_mode": vision.get("image_resize_mode") or tag.get("resize_mode") or "shortest"}
+
+
 @dataclass
 class Backbone:
     """A frozen image tower and the preprocessing open_clip defines for it."""
@@ -147,6 +220,9 @@ def load_backbone(spec: BackboneSpec, device: str | torch.device = "cpu") -> Bac
                 "offline, download them once and pass the file with --pretrained PATH"
             ) from None
     visual = model.visual
+    if getattr(visual, "output_tokens", False):
+        # CoCa's tower returns (pooled, tokens); CoCa's own encode_image embeds with the pooled output.
+        visual.output_tokens = False
     preprocess_cfg = dict(visual.preprocess_cfg)
     del model  # only the image tower stays in memory
     visual.eval().requires_grad_(False).to(device)

@@ -7,8 +7,6 @@ not at all. Nothing from the environment (credentials included) is ever written 
 """
 from __future__ import annotations
 
-import json
-import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -17,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from guie.errors import GuieError
-from guie.fileio import file_sha256, write_json, write_text
+from guie.fileio import file_sha256, output_folder, write_json, write_text
 from guie.submission.kaggle_ids import (
     GUIE_COMPETITION,
     KaggleRef,
@@ -26,11 +24,11 @@ from guie.submission.kaggle_ids import (
     check_dataset_title,
     check_kernel_title,
     check_license,
-    check_licenses,
     parse_dataset_id,
     parse_kernel_id,
     title_from_slug,
 )
+from guie.submission.metadata import DATASET_METADATA, KERNEL_METADATA
 from guie.submission.notebook import MODEL_FILENAME, build_notebook, write_notebook
 from guie.submission.source import ModelSource, resolve_source
 from guie.version import __version__
@@ -38,11 +36,8 @@ from guie.version import __version__
 DATASET_DIR = "dataset"
 KERNEL_DIR = "kernel"
 EXPORT_DIR = "export"
-DATASET_METADATA = "dataset-metadata.json"
-KERNEL_METADATA = "kernel-metadata.json"
 MODEL_CARD = "README.md"
 DATASET_SUBTITLE = "TorchScript 64-D universal image embedder, packaged by guie"
-HOST_TORCH = (1, 11)  # the PyTorch the GUIE 2022 host loaded submissions with
 _MARKERS = {DATASET_DIR: DATASET_METADATA, KERNEL_DIR: KERNEL_METADATA, EXPORT_DIR: "verify.json"}
 
 
@@ -118,11 +113,6 @@ def kernel_metadata(spec: PackageSpec) -> dict[str, Any]:
     }
 
 
-def version_tuple(version: str | None) -> tuple[int, int] | None:
-    m = re.match(r"(\d+)\.(\d+)", version or "")
-    return (int(m.group(1)), int(m.group(2))) if m else None
-
-
 def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
@@ -159,6 +149,19 @@ def model_card(spec: PackageSpec, source: ModelSource, sha256: str, size: int) -
         lines.append(f"- Exported with torch {source.torch_version}"
                      + (f"; max abs diff to the eager model {verify['max_abs_diff_vs_eager']:.1e}"
                         if isinstance(verify.get("max_abs_diff_vs_eager"), float) else ""))
+    if source.file_version is not None:
+        lines.append(f"- TorchScript file format version {source.file_version} (PyTorch 1.11 reads up to 9)")
+    passed = [c for c in source.compat if c.get("passed")]
+    failed = [c for c in source.compat if not c.get("passed")]
+    if passed:
+        lines.append("- Loads with plain `torch.jit.load` and gives the same embedding (checked with guie-compat, "
+                     "max abs diff): " + ", ".join(f"PyTorch {c['torch']} {c['device']} ({c['max_abs_diff']:.1e})"
+                                                  for c in passed))
+    if failed:
+        lines.append("- Fails in: " + ", ".join(f"PyTorch {c['torch']} ({c.get('error') or 'outputs differ'})"
+                                                 for c in failed))
+    if not source.compat:
+        lines.append("- Not checked in other PyTorch releases (`guie-compat saved_model.pt --torch 1.11.0`)")
     preprocess = verify.get("preprocess") if isinstance(verify.get("preprocess"), dict) else {}
     inside = ([f"test-time augmentation {preprocess['tta']}"] if preprocess.get("tta", "none") != "none" else []) \
         + (["size features from the input's height and width"] if preprocess.get("size_features") else [])
@@ -202,12 +205,43 @@ def _swap_in(new: Path, target: Path, trash: Path) -> None:
     new.rename(target)
 
 
-def torch_skew_note(source: ModelSource) -> str | None:
-    exported = version_tuple(source.torch_version)
-    if exported and exported > HOST_TORCH:
-        return (f"note: the model was saved by torch {source.torch_version}; the GUIE 2022 host loaded models "
-                f"with PyTorch {'.'.join(map(str, HOST_TORCH))}, which may not read files from newer versions")
-    return None
+def check_model_file(source: ModelSource, log: Callable[[str], None] = print) -> None:
+    """Check the file itself, whatever sits beside it: refuse one this torch cannot load, warn when it is
+    not known to load in PyTorch 1.11 (the GUIE host's). Fills ``source.file_version`` and
+    ``source.compat`` (the guie-compat checks known for this file: its verify.json's when that
+    describes this very file, and the record kept by its sha256). Raises GuieError on refusal."""
+    import torch
+
+    from guie.export.compat import HOST_TORCH, checked_versions
+    from guie.export.portable import HOST_MAX_FILE_VERSION, file_format_version, quiet_jit
+
+    path = source.model_path
+    source.file_version = file_format_version(path)
+    try:
+        with quiet_jit():
+            torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - torch reports unreadable files many ways
+        from guie.export.compat import friendly_load_error
+
+        first = friendly_load_error((str(exc).strip().splitlines() or [type(exc).__name__])[0])
+        raise GuieError(f"{source.origin} does not load in this torch {torch.__version__} ({first[:200]}); "
+                        "export it again with guie-export and package that") from None
+    checks = {(c["torch"], c["device"]): c for c in checked_versions(path)}
+    if source.verify.get("sha256") == file_sha256(path):
+        for check in source.verify.get("compat") or []:
+            checks.setdefault((check["torch"], check["device"]), check)
+    source.compat = sorted(checks.values(), key=lambda c: [int(p) for p in c["torch"].split(".")])
+    host = [c for c in source.compat if c["torch"] == HOST_TORCH]
+    if source.file_version is not None and source.file_version > HOST_MAX_FILE_VERSION:
+        log(f"warning: {path.name} has file format version {source.file_version}; PyTorch {HOST_TORCH} (the GUIE "
+            f"host's) reads at most {HOST_MAX_FILE_VERSION}: export it again with this guie (portable by construction)")
+    elif not host:
+        log(f"warning: {path.name} was not checked in PyTorch {HOST_TORCH} (the GUIE host's): run "
+            f"guie-compat {source.origin} --torch {HOST_TORCH}")
+    elif not all(c["passed"] for c in host):
+        failed = next(c for c in host if not c["passed"])
+        problem = failed.get("error") or f"outputs differ by {failed.get('max_abs_diff'):.1e}"
+        log(f"warning: {path.name} fails in PyTorch {HOST_TORCH} (the GUIE host's): {problem}")
 
 
 def build_package(source: str | Path, spec: PackageSpec, build: str | Path,
@@ -217,13 +251,15 @@ def build_package(source: str | Path, spec: PackageSpec, build: str | Path,
     if build.exists() and not build.is_dir():
         raise GuieError(f"--out {str(build)!r} is a file; pass a folder")
     _check_replaceable(build, (DATASET_DIR, KERNEL_DIR))
-    build.mkdir(parents=True, exist_ok=True)
+    with output_folder(build):  # a bad SOURCE leaves no empty BUILD folder behind
+        return _build_package(source, spec, build, log)
+
+
+def _build_package(source: str | Path, spec: PackageSpec, build: Path, log: Callable[[str], None]) -> PackageResult:
     staging = Path(tempfile.mkdtemp(prefix=".guie-package-", dir=build))
     try:
         model = resolve_source(source, staging, log)
-        note = torch_skew_note(model)
-        if note:
-            log(note)
+        check_model_file(model, log)
         dataset_dir, kernel_dir = staging / DATASET_DIR, staging / KERNEL_DIR
         dataset_dir.mkdir()
         shutil.copyfile(model.model_path, dataset_dir / MODEL_FILENAME)
@@ -248,33 +284,3 @@ def build_package(source: str | Path, spec: PackageSpec, build: str | Path,
     log(f"kernel folder:  {build / KERNEL_DIR} ({spec.kernel}, notebook {spec.code_file}, internet off, "
         f"GPU {'on' if spec.gpu else 'off'})")
     return PackageResult(build, build / DATASET_DIR, build / KERNEL_DIR, spec, model, sha256, size)
-
-
-def read_package(build: Path) -> tuple[Path, Path, dict[str, Any], dict[str, Any]]:
-    """The two folders and their metadata, checked again (they may have been edited since packaging)."""
-    dataset_dir, kernel_dir = build / DATASET_DIR, build / KERNEL_DIR
-    metas = []
-    for folder, name in ((dataset_dir, DATASET_METADATA), (kernel_dir, KERNEL_METADATA)):
-        path = folder / name
-        if not path.is_file():
-            raise GuieError(f"{str(path)!r} is missing; build the folders with guie-package first")
-        try:
-            metas.append(json.loads(path.read_text(encoding="utf-8")))
-        except ValueError as exc:
-            raise GuieError(f"{str(path)!r} is not valid JSON ({exc})") from None
-    ds_meta, kn_meta = metas
-    dataset = parse_dataset_id(str(ds_meta.get("id", "")), "dataset-metadata.json id")
-    check_dataset_title(str(ds_meta.get("title", "")), "dataset-metadata.json title")
-    check_licenses(ds_meta.get("licenses"))
-    kernel = parse_kernel_id(str(kn_meta.get("id", "")), "kernel-metadata.json id")
-    check_kernel_title(str(kn_meta.get("title", "")), kernel, "kernel-metadata.json title")
-    if str(dataset) not in kn_meta.get("dataset_sources", []):
-        raise GuieError(f"kernel-metadata.json dataset_sources {kn_meta.get('dataset_sources')} lacks the model "
-                        f"dataset {dataset}; rebuild the folders with guie-package")
-    if kn_meta.get("enable_internet") is not False:
-        raise GuieError("kernel-metadata.json must set enable_internet to false (the competition runs offline; "
-                        "the client's default is true)")
-    code_file = kernel_dir / str(kn_meta.get("code_file", ""))
-    if not code_file.is_file():
-        raise GuieError(f"the notebook {str(code_file)!r} named by kernel-metadata.json is missing")
-    return dataset_dir, kernel_dir, ds_meta, kn_meta

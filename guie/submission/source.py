@@ -30,6 +30,8 @@ class ModelSource:
     verify: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     eval: dict[str, Any] = field(default_factory=dict)
+    file_version: int | None = None  # the archive's file-format version, read by guie-package
+    compat: list[dict[str, Any]] = field(default_factory=list)  # guie-compat checks known for this file
 
     @property
     def torch_version(self) -> str | None:

@@ -20,7 +20,14 @@ from guie.data.sampling import holdout_split, sample_classes
 from guie.errors import GuieError
 from guie.eval.retrieval import evaluate_retrieval
 from guie.fileio import write_json
-from guie.model.backbone import Backbone, BackboneSpec, load_backbone, resolve_device
+from guie.model.backbone import (
+    Backbone,
+    BackboneSpec,
+    expected_preprocess,
+    export_problem,
+    load_backbone,
+    resolve_device,
+)
 from guie.model.heads import build_head, parse_margin_schedule
 from guie.model.model_file import MODEL_FILENAME, save_model_file
 from guie.model.projection import Projection
@@ -158,6 +165,9 @@ def _run(cfg: TrainConfig, resume: bool, overwrite: bool, log: Callable[[str], N
          backbone_loader: Callable[[BackboneSpec, torch.device], Backbone], dist) -> RunResult:
     started = time.perf_counter()
     spec = BackboneSpec(cfg.backbone, cfg.pretrained).validate()
+    problem = export_problem(spec.name, expected_preprocess(spec))
+    if problem:  # refused now, not by guie-export after the training
+        raise GuieError(f"{problem}; choose another --backbone")
     device = dist.device(resolve_device(cfg.device))
     if cfg.stage2_blocks and dist.enabled:
         raise GuieError("--stage2-blocks runs in one process; run stage 2 without torchrun")

@@ -1,0 +1,460 @@
+"""guie-compat: load a submission file in other PyTorch releases, as the host would, and compare outputs.
+
+Each requested torch release gets its own virtual environment, built once with pip from the
+package index and kept in ``$GUIE_TORCH_ENVS`` (default ``~/.cache/guie/torch-envs``; not under
+``$GUIE_CACHE``, so test and feature caches never throw a 2-5 GB environment away). The file is
+loaded there with plain ``torch.jit.load`` in a fresh isolated interpreter (``compat_runner.py``,
+which imports nothing but torch), fed uint8 ``(1, 3, H, W)`` images of several sizes one at a
+time and one batch, as the GUIE host fed them, and its outputs are compared with the outputs of
+the torch running guie.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from guie.errors import GuieError
+from guie.fileio import file_sha256, write_json
+from guie.paths import cache_root
+
+RUNNER = Path(__file__).with_name("compat_runner.py")
+HOST_TORCH = "1.11.0"  # the GUIE 2022 host loaded submissions with PyTorch 1.11
+# The host's feeding: one uint8 (1, 3, H, W) image at a time, original sizes from tiny to extreme aspect.
+HOST_SIZES = [(7, 5), (31, 64), (224, 224), (500, 300), (1200, 37)]
+BATCH = (4, 97, 131)  # plus one batch of 4, for files used outside the host
+MATCH_LIMIT = 1e-4
+ENV_MARKER = "guie-env.json"
+
+
+def torch_envs_root() -> Path:
+    """Where the per-release environments live: $GUIE_TORCH_ENVS, else the user cache's guie/torch-envs."""
+    if os.environ.get("GUIE_TORCH_ENVS"):
+        return Path(os.environ["GUIE_TORCH_ENVS"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "guie" / "torch-envs"
+
+
+def parse_release(version: str) -> tuple[int, int, int]:
+    """'1.11.0' -> (1, 11, 0); a bare '2.4' means 2.4.0. Raises GuieError for anything else."""
+    m = re.fullmatch(r"(\d+)\.(\d+)(?:\.(\d+))?", version.strip())
+    if not m:
+        raise GuieError(f"torch version {version!r} is not a release number; pass e.g. 1.11.0 or 2.4.1")
+    return int(m[1]), int(m[2]), int(m[3] or 0)
+
+
+def supported_pythons(version: str) -> list[tuple[int, int]]:
+    """The CPython minor versions PyPI has wheels of this torch release for, newest first.
+
+    From the releases' published wheel lists: 1.11-1.12 3.7-3.10, 1.13 3.7-3.11 (3.11 from
+    1.13.1 on Linux), 2.0-2.1 3.8-3.11, 2.2-2.4 3.8-3.12, 2.5 3.9-3.13, 2.6+ 3.9-3.13 and newer.
+    """
+    major, minor, _ = parse_release(version)
+    if (major, minor) < (1, 11):
+        raise GuieError(f"torch {version} is older than 1.11 (the GUIE host's), which guie does not target; "
+                        "pass 1.11.0 or newer")
+    if (major, minor) <= (1, 12):
+        low, high = 7, 10
+    elif (major, minor) == (1, 13):
+        low, high = 7, 11
+    elif (major, minor) <= (2, 1):
+        low, high = 8, 11
+    elif (major, minor) <= (2, 4):
+        low, high = 8, 12
+    elif (major, minor) <= (2, 7):
+        low, high = 9, 13
+    else:
+        low, high = 10, 14
+    return [(3, m) for m in range(high, low - 1, -1)]
+
+
+def python_version(python: str) -> tuple[int, int]:
+    """(major, minor) of an interpreter, asked from the interpreter itself."""
+    try:
+        out = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                             capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise GuieError(f"cannot run Python {python!r} ({exc}); pass a working interpreter with --python") from None
+    if out.returncode != 0:
+        raise GuieError(f"cannot run Python {python!r}; pass a working interpreter with --python")
+    major, minor = out.stdout.strip().split(".")
+    return int(major), int(minor)
+
+
+def find_python(version: str, python: str | None = None) -> str:
+    """An interpreter that torch ``version`` has wheels for: ``python`` if given (checked), this one if it
+    fits, else ``pythonX.Y`` on PATH or in pyenv's versions folder, newest fitting minor first.
+
+    Raises GuieError naming the versions needed when none is found.
+    """
+    wanted = supported_pythons(version)
+    names = ", ".join(f"{a}.{b}" for a, b in wanted)
+    if python:
+        found = python_version(python)
+        if found not in wanted:
+            raise GuieError(f"torch {version} has no wheels for Python {found[0]}.{found[1]} ({python}); "
+                            f"pass --python with one of {names}")
+        return python
+    if sys.version_info[:2] in wanted:
+        return sys.executable
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    for major, minor in wanted:
+        candidate = shutil.which(f"python{major}.{minor}")
+        if candidate and _runs_as(candidate, (major, minor)):
+            return candidate
+        if pyenv.is_dir():
+            for folder in sorted(pyenv.glob(f"{major}.{minor}.*"), reverse=True):
+                exe = folder / "bin" / "python"
+                if exe.is_file() and re.fullmatch(rf"{major}\.{minor}\.\d+", folder.name):
+                    return str(exe)
+    raise GuieError(f"torch {version} needs Python {names}, and none was found on PATH or in pyenv; "
+                    "install one (e.g. `pyenv install 3.10`) or pass --python PATH")
+
+
+def _runs_as(python: str, version: tuple[int, int]) -> bool:
+    """Whether ``python`` runs and is that minor version (a pyenv shim of an unselected version does not run)."""
+    try:
+        return python_version(python) == version
+    except GuieError:
+        return False
+
+
+@dataclass(frozen=True)
+class TorchEnv:
+    """A virtual environment holding one torch release."""
+
+    torch: str
+    python: str  # the environment's interpreter
+    path: Path
+
+
+@contextlib.contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    """An exclusive lock beside ``path``, so two processes never build the same environment at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def ensure_env(version: str, python: str | None = None, log: Callable[[str], None] = print) -> TorchEnv:
+    """The environment for torch ``version``, built on first use: venv + ``pip install torch==VERSION``.
+
+    Built in ``NAME.partial`` and renamed when torch imports and reports the asked version, so an
+    interrupted build never passes for a finished one (the next call starts it again). Raises
+    GuieError with pip's last line when the release cannot be installed.
+    """
+    parse_release(version)
+    base = find_python(version, python)
+    major, minor = python_version(base)
+    root = torch_envs_root()
+    final = root / f"torch-{version}-py{major}.{minor}"
+    env_python = final / "bin" / "python"
+    with _lock(final):
+        if (final / ENV_MARKER).is_file() and env_python.exists():
+            return TorchEnv(version, str(env_python), final)
+        partial = final.with_name(final.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.rmtree(final, ignore_errors=True)  # a folder without its marker is a broken earlier build
+        log(f"building a torch {version} environment with Python {major}.{minor} in {final} (once; pip "
+            "downloads about 1-3 GB for a 2.x release)")
+        start = time.perf_counter()
+        steps = [[base, "-m", "venv", str(partial)],
+                 [str(partial / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                  "--no-input", f"torch=={version}"]]
+        for step in steps:
+            res = subprocess.run(step, capture_output=True, text=True)
+            if res.returncode != 0:
+                shutil.rmtree(partial, ignore_errors=True)
+                last = [line for line in (res.stderr + res.stdout).strip().splitlines()
+                        if line.strip() and not line.startswith("WARNING: Location")] or ["no output"]
+                raise GuieError(f"could not install torch {version} for Python {major}.{minor}: {last[-1][:200]}; "
+                                "check the version exists on PyPI for that Python and that the index is reachable")
+        probe = subprocess.run([str(partial / "bin" / "python"), "-c", "import torch; print(torch.__version__)"],
+                               capture_output=True, text=True)
+        got = probe.stdout.strip().split("+")[0]
+        if probe.returncode != 0 or got != version:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise GuieError(f"the torch {version} environment reports torch {got or 'nothing'}; "
+                            "delete it and rerun, or pass another --python")
+        write_json(partial / ENV_MARKER, {"torch": probe.stdout.strip(), "python": f"{major}.{minor}",
+                                          "base_python": base, "build_seconds": round(time.perf_counter() - start, 1)})
+        os.replace(partial, final)  # a venv's interpreter finds its site-packages relative to itself
+        log(f"torch {version} environment ready ({time.perf_counter() - start:.0f} s)")
+        return TorchEnv(version, str(env_python), final)
+
+
+def built_versions() -> list[str]:
+    """The torch releases whose environments are already built, oldest first."""
+    root = torch_envs_root()
+    found = set()
+    if root.is_dir():
+        for folder in root.glob("torch-*-py*"):
+            m = re.fullmatch(r"torch-(\d+\.\d+\.\d+)-py\d+\.\d+", folder.name)
+            if m and (folder / ENV_MARKER).is_file():
+                found.add(m[1])
+    return sorted(found, key=parse_release)
+
+
+def resolve_versions(spec: str | list[str] | tuple[str, ...]) -> list[str]:
+    """Releases to check in: ``auto`` (the GUIE host's 1.11.0 when its environment is already built,
+    a few seconds; else none), ``none``, or releases as a list or comma-separated text. Raises
+    GuieError for a malformed or unsupported release."""
+    items = [spec] if isinstance(spec, str) else list(spec)
+    parts = [p.strip() for item in items for p in item.split(",") if p.strip()]
+    if parts == ["auto"]:
+        return [HOST_TORCH] if HOST_TORCH in built_versions() else []
+    if parts in ([], ["none"]):
+        return []
+    for part in parts:
+        supported_pythons(part)
+    return parts
+
+
+def friendly_load_error(text: str) -> str:
+    """torch's load errors without the internal-assert preamble: 'Attempted to read a PyTorch file with
+    version 10, but the maximum supported version for reading is 9' instead of an INTERNAL ASSERT line."""
+    m = re.search(r"Attempted to read a PyTorch file with version \d+, but the maximum supported version "
+                  r"for reading is \d+", text)
+    return f"RuntimeError: {m[0]}" if m else text
+
+
+def host_cases(seed: int = 0) -> list[Any]:
+    """The host's feeding as uint8 tensors: one ``(1, 3, H, W)`` image per size in HOST_SIZES, then a
+    ``(4, 3, 97, 131)`` batch. Smooth gradients plus noise, like photos; deterministic."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    cases = []
+    for n, h, w in [(1, h, w) for h, w in HOST_SIZES] + [BATCH]:
+        yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+        base = torch.stack([yy, xx, 1 - (yy + xx) / 2]) * 190
+        noise = torch.rand(n, 3, h, w, generator=g) * 65
+        cases.append((base.unsqueeze(0) + noise).clamp(0, 255).to(torch.uint8))
+    return cases
+
+
+@dataclass
+class CompatRow:
+    """One line of the matrix: did the file load and run in this torch, and how close were its outputs."""
+
+    torch: str
+    python: str
+    device: str
+    loads: bool
+    max_abs_diff: float | None = None
+    seconds: float | None = None
+    error: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.loads and self.max_abs_diff is not None and self.max_abs_diff <= MATCH_LIMIT
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"passed": self.passed}
+
+
+def run_in_env(env_python: str, model: Path, cases_file: Path, device: str = "cpu",
+               timeout: float = 900) -> dict[str, Any]:
+    """Run compat_runner.py with ``env_python`` in an isolated fresh process; its JSON result."""
+    with tempfile.TemporaryDirectory(prefix="guie-compat-") as tmp:
+        out = Path(tmp) / "result.json"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+        start = time.perf_counter()
+        try:
+            res = subprocess.run([env_python, "-I", str(RUNNER), str(model.resolve()), str(cases_file), str(out), device],
+                                 capture_output=True, text=True, cwd=tmp, env=env, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {"ok": False, "error": f"no result within {timeout:.0f} s"}
+        if not out.is_file():  # the interpreter died (a crash in the loader aborts the process)
+            last = (res.stderr.strip().splitlines() or [f"exit code {res.returncode}"])[-1]
+            return {"ok": False, "error": f"the process died (exit {res.returncode}): {last[:200]}"}
+        result = json.loads(out.read_text())
+        result["wall_seconds"] = time.perf_counter() - start
+        return result
+
+
+def write_cases(cases: list[Any], folder: Path) -> Path:
+    """The cases as raw uint8 files plus a JSON index the runner reads (no numpy or pickle needed there)."""
+    index = []
+    for i, x in enumerate(cases):
+        path = folder / f"case{i}.u8"
+        path.write_bytes(x.contiguous().numpy().tobytes())
+        index.append({"shape": list(x.shape), "file": str(path)})
+    cases_file = folder / "cases.json"
+    cases_file.write_text(json.dumps(index))
+    return cases_file
+
+
+def compare(result: dict[str, Any], reference: list[Any]) -> float:
+    """Largest absolute difference between the runner's outputs and the reference tensors."""
+    import torch
+
+    worst = 0.0
+    for got, ref in zip(result["outputs"], reference, strict=True):
+        y = torch.tensor(got["values"], dtype=torch.float32).view(got["shape"])
+        if tuple(y.shape) != tuple(ref.shape):
+            return float("inf")
+        worst = max(worst, float((y - ref).abs().max()))
+    return worst
+
+
+def check_file(file: str | Path, versions: list[str], python: str | None = None, device: str = "cpu",
+               log: Callable[[str], None] = print) -> list[CompatRow]:
+    """guie-compat: the matrix for a saved_model.pt, a submission.zip or an export folder, printed as a
+    table through ``log`` and recorded (``record_results``). Raises GuieError for a bad FILE or version."""
+    import torch
+
+    for version in versions:
+        supported_pythons(version)  # a bad version fails before any environment is built
+    path = resolve_model_file(Path(file))
+    with tempfile.TemporaryDirectory(prefix="guie-compat-") as tmp:
+        model_path = unpack_submission(path, Path(tmp)) if path.suffix == ".zip" else path
+        log(f"checking {path} in torch {', '.join(versions)} ({device}); reference: this torch {torch.__version__}")
+        log(TABLE_HEADER)
+        rows = run_matrix(model_path, versions, python, device, log)
+        record_results(model_path, rows, torch.__version__, beside=path.parent)
+    failed = [row.torch for row in rows if not row.passed]
+    log(f"{len(rows) - len(failed)} of {len(rows)} releases load the file and match within {MATCH_LIMIT:.0e}"
+        + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return rows
+
+
+def run_matrix(model_path: Path, versions: list[str], python: str | None = None, device: str = "cpu",
+               log: Callable[[str], None] = print) -> list[CompatRow]:
+    """Load the TorchScript file ``model_path`` in each torch release (building missing environments) and
+    compare with this torch; one row per release, each also passed to ``log`` as it finishes.
+
+    The reference outputs come from this process's torch on CPU. Raises GuieError when the file
+    cannot be loaded or run here at all (nothing to compare against).
+    """
+    import torch
+
+    with tempfile.TemporaryDirectory(prefix="guie-compat-") as tmp:
+        cases = host_cases()
+        try:
+            from guie.export.portable import quiet_jit
+
+            with quiet_jit():
+                local = torch.jit.load(str(model_path), map_location="cpu")
+            with torch.no_grad():
+                reference = [local(x).float() for x in cases]
+        except Exception as exc:  # noqa: BLE001 - torch reports unreadable files many ways
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise GuieError(f"{model_path} does not load or run in this torch {torch.__version__} ({first[:160]}); "
+                            "nothing to compare against: export it again with guie-export") from None
+        cases_file = write_cases(cases, Path(tmp))
+        rows = []
+        for version in versions:
+            env = ensure_env(version, python, log=log)
+            result = run_in_env(env.python, model_path, cases_file, device)
+            py = result.get("python", "?")
+            if not result.get("ok"):
+                rows.append(CompatRow(version, py, device, False, error=friendly_load_error(str(result.get("error")))))
+            else:
+                rows.append(CompatRow(version, py, device, True, compare(result, reference),
+                                      round(result["load_seconds"] + result["run_seconds"], 2)))
+            log(format_row(rows[-1]))
+    return rows
+
+
+def resolve_model_file(path: Path) -> Path:
+    """FILE itself, or the saved_model.pt / submission.zip inside an export folder."""
+    if path.is_dir():
+        for name in ("saved_model.pt", "submission.zip"):
+            if (path / name).is_file():
+                return path / name
+        raise GuieError(f"{path} holds no saved_model.pt or submission.zip; pass the file or an export folder")
+    if not path.is_file():
+        raise GuieError(f"{path} does not exist; pass a saved_model.pt, a submission.zip or an export folder")
+    return path
+
+
+def unpack_submission(zip_path: Path, folder: Path) -> Path:
+    """saved_model.pt out of a submission.zip (the host's layout); GuieError if it is not there."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            if "saved_model.pt" not in zf.namelist():
+                raise GuieError(f"{zip_path} has no saved_model.pt at its root (found: "
+                                f"{', '.join(zf.namelist()[:5]) or 'nothing'}); make it with guie-export")
+            zf.extract("saved_model.pt", folder)
+    except zipfile.BadZipFile:
+        raise GuieError(f"{zip_path} is not a zip file; pass a submission.zip made by guie-export") from None
+    return folder / "saved_model.pt"
+
+
+def format_row(row: CompatRow) -> str:
+    """One table line: torch, python, device, loads, max abs diff, seconds or the error."""
+    if not row.loads:
+        return f"{row.torch:<10} {row.python:<8} {row.device:<6} {'no':<6} {'-':>12} {'-':>8}  {row.error}"
+    verdict = "" if row.passed else f"  differs by more than {MATCH_LIMIT:.0e}"
+    return (f"{row.torch:<10} {row.python:<8} {row.device:<6} {'yes':<6} {row.max_abs_diff:>12.2e} "
+            f"{row.seconds:>8.2f}{verdict}")
+
+
+TABLE_HEADER = f"{'torch':<10} {'python':<8} {'device':<6} {'loads':<6} {'max diff':>12} {'seconds':>8}"
+
+
+def compat_record_path(sha256: str) -> Path:
+    """Where the checks of one file (by content hash) are kept, so any copy of it can be looked up."""
+    return cache_root() / "compat" / f"{sha256}.json"
+
+
+def record_results(model: Path, rows: list[CompatRow], exporting_torch: str, beside: Path | None = None
+                   ) -> dict[str, Any]:
+    """Keep the matrix for this file: in the record keyed by its sha256 and, when a verify.json for the
+    same file sits in ``beside`` (default: the file's folder), in that verify.json's ``compat`` list.
+    Returns the merged record."""
+    sha = file_sha256(model)
+    record_file = compat_record_path(sha)
+    record: dict[str, Any] = {"sha256": sha, "reference_torch": exporting_torch, "limit": MATCH_LIMIT, "checks": []}
+    if record_file.is_file():
+        with contextlib.suppress(ValueError, OSError):
+            record = json.loads(record_file.read_text())
+    fresh = [r.to_dict() for r in rows]
+    keys = {(r["torch"], r["device"]) for r in fresh}
+    record["checks"] = [c for c in record.get("checks", []) if (c["torch"], c["device"]) not in keys] + fresh
+    record["checks"].sort(key=lambda c: (parse_release(c["torch"]), c["device"]))
+    write_json(record_file, record)
+    verify = (beside or model.parent) / "verify.json"
+    if verify.is_file():
+        with contextlib.suppress(ValueError, OSError):
+            report = json.loads(verify.read_text())
+            if report.get("sha256") == sha:
+                report["compat"] = record["checks"]
+                write_json(verify, report)
+    return record
+
+
+def checked_versions(model: Path) -> list[dict[str, Any]]:
+    """The compat checks known for this file: its verify.json's (when it describes this very file)
+    and the record kept by hash. Each is a dict with torch, device, loads, passed, max_abs_diff."""
+    sha = file_sha256(model)
+    checks: dict[tuple[str, str], dict[str, Any]] = {}
+    sources = [compat_record_path(sha), model.parent / "verify.json"]
+    for source in sources:
+        if not source.is_file():
+            continue
+        with contextlib.suppress(ValueError, OSError):
+            data = json.loads(source.read_text())
+            if data.get("sha256") != sha:
+                continue
+            for check in data.get("checks" if source.name != "verify.json" else "compat", []) or []:
+                checks[(check["torch"], check["device"])] = check
+    return sorted(checks.values(), key=lambda c: (parse_release(c["torch"]), c["device"]))

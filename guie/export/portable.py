@@ -1,0 +1,360 @@
+"""A TorchScript file every PyTorch from 1.11 (the GUIE host's) to today can load: the graph, rewritten.
+
+A file saved by a new torch keeps the Python-like source of every function the scripted module
+calls, and the loading torch compiles that source again with its own operator table. Three
+things in an open_clip/timm image tower break that in older releases (measured, DESIGN.md
+"Portability"): ``aten::gelu`` carries operator version 10 since it gained ``approximate``
+(1.11 reads at most 9); ``nn.MultiheadAttention`` and timm's fused attention compile in
+``aten::scaled_dot_product_attention`` (absent before 2.0); and ``F.interpolate`` drags every
+resize mode into the file, ``aten::_upsample_lanczos2d_aa`` among them (absent before 2.12).
+The scripted module's ``.debug_pkl`` source-range records also use a layout 1.11 cannot parse.
+
+So the exported copy (never the eager model, which stays open_clip's own) gets:
+
+- GELU as its formula (exact erf, or the tanh approximation), the same function;
+- attention written with ``linear``, ``matmul`` and ``softmax`` on the same weights, for
+  ``nn.MultiheadAttention``, open_clip's ``AttentionPool2d`` (ModifiedResNet) and its custom
+  ``Attention``; timm's own attention modules switched to their non-fused path (their
+  ``fused_attn`` is a TorchScript constant, so the fused branch is not compiled at all);
+- every bool option of every submodule frozen as a TorchScript constant, so code behind
+  switched-off options (timm's position-embedding resampling, gradient checkpointing) is not
+  compiled into the file;
+- the resize called as the antialiased aten operator itself (``guie.export.module``);
+- the archive rewritten without ``.debug_pkl`` records (error messages then name no Python
+  source line, which nobody at the host reads anyway).
+
+Anything left that an old torch lacks is caught by guie-compat's matrix, which loads the
+file in real older releases.
+"""
+
+import contextlib
+import copy
+import re
+import warnings
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import List, Optional  # noqa: UP035 - TorchScript
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from guie.errors import GuieError
+
+# The newest operator version PyTorch 1.11 reads (its kMaxSupportedFileFormatVersion).
+HOST_MAX_FILE_VERSION = 9
+
+
+class PortableGELU(nn.Module):
+    """GELU as its formula: exact ``x * Phi(x)`` through erf, or the tanh approximation (Hendrycks &
+    Gimpel 2016), so the file holds no ``aten::gelu`` and its operator version stays below 10."""
+
+    approximate: str
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.approximate == "tanh":
+            return 0.5 * x * (1.0 + torch.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
+        return 0.5 * x * (1.0 + torch.erf(x * 0.7071067811865476))
+
+
+def scaled_dot_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int,
+                         mask: Optional[torch.Tensor]) -> torch.Tensor:  # noqa: UP045 - TorchScript
+    """Multi-head softmax(q k^T / sqrt(d)) v on projected inputs (Vaswani et al. 2017).
+
+    q ``(B, Lq, E)``, k and v ``(B, Lk, E)``, E divisible by ``num_heads``; ``mask`` an additive
+    float mask broadcastable to ``(B, num_heads, Lq, Lk)``. Returns ``(B, Lq, E)``.
+    """
+    b, lq, e = q.shape[0], q.shape[1], q.shape[2]
+    lk = k.shape[1]
+    d = e // num_heads
+    q = q.reshape(b, lq, num_heads, d).transpose(1, 2)
+    k = k.reshape(b, lk, num_heads, d).transpose(1, 2)
+    v = v.reshape(b, lk, num_heads, d).transpose(1, 2)
+    scores = torch.matmul(q * (float(d) ** -0.5), k.transpose(-2, -1))
+    if mask is not None:
+        scores = scores + mask
+    out = torch.matmul(scores.softmax(dim=-1), v)
+    return out.transpose(1, 2).reshape(b, lq, e)
+
+
+def additive_mask(attn_mask: Optional[torch.Tensor], key_padding_mask: Optional[torch.Tensor],  # noqa: UP045
+                  batch: int, num_heads: int, lq: int, lk: int, dtype: torch.dtype
+                  ) -> Optional[torch.Tensor]:  # noqa: UP045 - TorchScript
+    """nn.MultiheadAttention's masks (bool: True = blocked; float: added) as one float mask
+    broadcastable to ``(B, num_heads, Lq, Lk)``, or None."""
+    mask: Optional[torch.Tensor] = None  # noqa: UP045 - TorchScript
+    if attn_mask is not None:
+        m = attn_mask
+        if m.dtype == torch.bool:
+            m = torch.zeros(m.shape, dtype=dtype, device=m.device).masked_fill(m, float("-inf"))
+        m = m.to(dtype)
+        if m.dim() == 3:
+            m = m.reshape(batch, num_heads, lq, lk)
+        mask = m
+    if key_padding_mask is not None:
+        p = key_padding_mask
+        if p.dtype == torch.bool:
+            p = torch.zeros(p.shape, dtype=dtype, device=p.device).masked_fill(p, float("-inf"))
+        p = p.to(dtype).reshape(batch, 1, 1, lk)
+        mask = p if mask is None else mask + p
+    return mask
+
+
+class PortableMultiheadAttention(nn.MultiheadAttention):
+    """nn.MultiheadAttention's inference forward on its own weights, without the fused kernels."""
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                key_padding_mask: Optional[torch.Tensor] = None, need_weights: bool = True,  # noqa: UP045
+                attn_mask: Optional[torch.Tensor] = None, average_attn_weights: bool = True,  # noqa: UP045
+                is_causal: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:  # noqa: UP045
+        if not self.batch_first:
+            query, key, value = query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1)
+        e = self.embed_dim
+        w, bias = self.in_proj_weight, self.in_proj_bias
+        q = F.linear(query, w[:e], bias[:e])
+        k = F.linear(key, w[e:2 * e], bias[e:2 * e])
+        v = F.linear(value, w[2 * e:], bias[2 * e:])
+        mask = additive_mask(attn_mask, key_padding_mask, q.shape[0], self.num_heads, q.shape[1], k.shape[1], q.dtype)
+        out = self.out_proj(scaled_dot_attention(q, k, v, self.num_heads, mask))
+        if not self.batch_first:
+            out = out.transpose(0, 1)
+        weights: Optional[torch.Tensor] = None  # noqa: UP045 - TorchScript
+        return out, weights
+
+
+class PortableCrossMultiheadAttention(nn.MultiheadAttention):
+    """The same for separate q/k/v projection weights (kdim or vdim differ from embed_dim: CoCa's pooler)."""
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                key_padding_mask: Optional[torch.Tensor] = None, need_weights: bool = True,  # noqa: UP045
+                attn_mask: Optional[torch.Tensor] = None, average_attn_weights: bool = True,  # noqa: UP045
+                is_causal: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:  # noqa: UP045
+        if not self.batch_first:
+            query, key, value = query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1)
+        e = self.embed_dim
+        bias = self.in_proj_bias
+        q = F.linear(query, self.q_proj_weight, bias[:e])
+        k = F.linear(key, self.k_proj_weight, bias[e:2 * e])
+        v = F.linear(value, self.v_proj_weight, bias[2 * e:])
+        mask = additive_mask(attn_mask, key_padding_mask, q.shape[0], self.num_heads, q.shape[1], k.shape[1], q.dtype)
+        out = self.out_proj(scaled_dot_attention(q, k, v, self.num_heads, mask))
+        if not self.batch_first:
+            out = out.transpose(0, 1)
+        weights: Optional[torch.Tensor] = None  # noqa: UP045 - TorchScript
+        return out, weights
+
+
+class PortableAttentionPool2d(nn.Module):
+    """open_clip ModifiedResNet's attention pooling (mean token + positions, then attention), computing
+    only the mean token's output, which is all the original returns."""
+
+    num_heads: int
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(x.shape[0], x.shape[1], x.shape[2] * x.shape[3]).permute(0, 2, 1)  # N (HW) C
+        x = torch.cat([x.mean(dim=1, keepdim=True), x], dim=1)
+        x = x + self.positional_embedding.unsqueeze(0).to(x.dtype)
+        q = self.q_proj(x[:, :1])
+        out = scaled_dot_attention(q, self.k_proj(x), self.v_proj(x), self.num_heads, None)
+        return self.c_proj(out)[:, 0]
+
+
+class PortableOpenClipAttention(nn.Module):
+    """open_clip's own ``Attention`` (custom blocks: scaled cosine, QK norm, head scale, inner norm)
+    without ``scaled_dot_product_attention``."""
+
+    num_heads: int
+    scale: float
+    logit_scale_max: float
+
+    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:  # noqa: UP045
+        n, length, c = x.shape[0], x.shape[1], x.shape[2]
+        q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+        h = self.num_heads
+        q = q.reshape(n, length, h, c // h).transpose(1, 2)
+        k = k.reshape(n, length, h, c // h).transpose(1, 2)
+        v = v.reshape(n, length, h, c // h).transpose(1, 2)
+        mask = additive_mask(attn_mask, None, n, h, length, length, q.dtype)
+        if self.logit_scale is not None:
+            scores = torch.matmul(F.normalize(q, dim=-1), F.normalize(k, dim=-1).transpose(-1, -2))
+            scores = scores * torch.clamp(self.logit_scale, max=self.logit_scale_max).exp()
+        else:
+            q, k = self.ln_q(q), self.ln_k(k)
+            scores = torch.matmul(q * self.scale, k.transpose(-1, -2))
+        if mask is not None:
+            scores = scores + mask
+        out = torch.matmul(scores.softmax(dim=-1), v)
+        if self.head_scale is not None:
+            out = out * self.head_scale
+        out = out.transpose(1, 2).reshape(n, length, c)
+        return self.out_proj(self.ln_inner(out))
+
+
+def portable_pad(input: torch.Tensor, pad: List[int], mode: str = "constant",  # noqa: UP006 - TorchScript
+                 value: Optional[float] = None) -> torch.Tensor:  # noqa: UP045 - TorchScript
+    """``F.pad`` through the operators it used before ``aten::pad`` existed (PyTorch 1.13): constant
+    padding is ``constant_pad_nd``; reflect and replicate go to their per-rank operators (1-3
+    padded dimensions). Same arguments and result as ``F.pad`` for these modes."""
+    if mode == "constant":
+        return torch.constant_pad_nd(input, pad, 0.0 if value is None else value)
+    dims = len(pad) // 2
+    if mode == "reflect":
+        if dims == 1:
+            return torch._C._nn.reflection_pad1d(input, pad)
+        if dims == 2:
+            return torch._C._nn.reflection_pad2d(input, pad)
+        return torch._C._nn.reflection_pad3d(input, pad)
+    if mode == "replicate":
+        if dims == 1:
+            return torch._C._nn.replication_pad1d(input, pad)
+        if dims == 2:
+            return torch._C._nn.replication_pad2d(input, pad)
+        return torch._C._nn.replication_pad3d(input, pad)
+    raise ValueError("padding mode " + mode + " is not in guie's portable F.pad")
+
+
+@contextlib.contextmanager
+def portable_functionals() -> Iterator[None]:
+    """While scripting: ``torch.nn.functional.pad`` is ``portable_pad``. TorchScript resolves ``F.pad``
+    in the towers' code at compile time, so the file gets the old operators; nothing else changes."""
+    original = F.pad
+    F.pad = portable_pad
+    try:
+        yield
+    finally:
+        F.pad = original
+
+
+@contextlib.contextmanager
+def quiet_jit() -> Iterator[None]:
+    """Silence torch's "torch.jit.* is deprecated" FutureWarnings: TorchScript is the format the host
+    loads, on purpose, and the warning would only confuse the user reading guie's output."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=r".*TorchScript.*deprecated")
+        yield
+
+
+def script_portable(module: nn.Module) -> torch.jit.ScriptModule:
+    """``torch.jit.script`` of ``make_portable(module)`` with the portable functionals in place."""
+    portable = make_portable(module)
+    with portable_functionals(), quiet_jit():
+        return torch.jit.script(portable)
+
+
+def _ops_of(table: str) -> frozenset[str]:
+    text = (Path(__file__).parent / "ops" / table).read_text()
+    return frozenset(line for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def missing_host_ops(scripted: torch.jit.ScriptModule) -> list[str]:
+    """The aten operators of ``scripted``'s forward graph (every branch, functions inlined) that
+    PyTorch 1.11 does not have (its operator table is shipped in ``ops/torch-1.11.0.txt``, taken
+    from ``torch._C._jit_get_all_schemas()`` in 1.11.0), sorted. Empty when the file can load there."""
+    used = set(re.findall(r"aten::[A-Za-z0-9_]+", str(scripted.inlined_graph)))
+    return sorted(used - _ops_of("torch-1.11.0.txt"))
+
+
+def host_portability(scripted: torch.jit.ScriptModule, version: int | None) -> dict:
+    """Whether the saved file can load in PyTorch 1.11 (the GUIE host), from its file version and its
+    operators: ``{"loads_in_1_11": bool, "reason": str | None}``. The reason names what is newer."""
+    missing = missing_host_ops(scripted)
+    reasons = []
+    if version is not None and version > HOST_MAX_FILE_VERSION:
+        reasons.append(f"file format version {version} (1.11 reads at most {HOST_MAX_FILE_VERSION}; 1.12 or newer needed)")
+    if missing:
+        reasons.append(f"{', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''} missing in 1.11")
+    return {"loads_in_1_11": not reasons, "reason": "; ".join(reasons) or None}
+
+
+def freeze_flags(module: nn.Module) -> None:
+    """Make every plain bool attribute of every submodule (``dynamic_img_size``, ``grad_checkpointing``,
+    ...) a TorchScript constant, in place. TorchScript compiles only the taken side of an ``if`` on
+    a constant, so code behind a switched-off option (timm's position-embedding resampling through
+    ``F.interpolate``, say) never reaches the file. ``training`` stays an attribute."""
+    for sub in module.modules():
+        flags = sorted(k for k, v in vars(sub).items() if isinstance(v, bool) and k != "training"
+                       and not k.startswith("_"))
+        known = set(getattr(type(sub), "__constants__", ()))
+        if not flags or known.issuperset(flags):
+            continue
+        cls = type(sub)
+        sub.__class__ = type(cls.__name__, (cls,), {"__constants__": sorted(known | set(flags)),
+                                                     "__module__": cls.__module__, "__qualname__": cls.__qualname__})
+
+
+def _class_name(module: nn.Module) -> str:
+    return f"{type(module).__module__}.{type(module).__qualname__}"
+
+
+def make_portable(module: nn.Module) -> nn.Module:
+    """A deep copy of ``module`` with every part that old torch cannot load rewritten (module docstring).
+
+    Same weights, same function up to float rounding; the parity check at export compares the
+    saved file with the original eager model. Raises GuieError for an attention variant this
+    rewrite does not cover (so a file is never shipped narrower than the README says).
+    """
+    from open_clip.modified_resnet import AttentionPool2d
+    from open_clip.transformer import Attention as OpenClipAttention
+
+    portable = copy.deepcopy(module)
+    for name, sub in portable.named_modules():
+        kind = type(sub)
+        if kind is nn.GELU or _class_name(sub) in ("timm.layers.activations.GELU", "timm.layers.activations.GELUTanh"):
+            approximate = getattr(sub, "approximate", "tanh" if kind.__name__ == "GELUTanh" else "none")
+            sub.__class__ = PortableGELU
+            sub.approximate = approximate
+        elif kind is nn.MultiheadAttention or isinstance(sub, nn.MultiheadAttention):
+            if sub.bias_k is not None or sub.add_zero_attn:
+                raise GuieError(f"attention {name!r} uses bias_k/add_zero_attn, which guie's portable export does "
+                                "not rewrite; export with --program, or open an issue with the model name")
+            if sub.in_proj_bias is None:
+                sub.in_proj_bias = nn.Parameter(torch.zeros(3 * sub.embed_dim, dtype=sub.out_proj.weight.dtype))
+            sub.__class__ = PortableMultiheadAttention if sub._qkv_same_embed_dim else PortableCrossMultiheadAttention
+        elif kind is AttentionPool2d:
+            sub.__class__ = PortableAttentionPool2d
+        elif kind is OpenClipAttention:
+            sub.__class__ = PortableOpenClipAttention
+        elif hasattr(sub, "fused_attn"):
+            sub.fused_attn = False  # timm: a TorchScript constant, so the fused branch is never compiled
+    freeze_flags(portable)
+    return portable
+
+
+def strip_debug_records(path: Path) -> None:
+    """Rewrite the TorchScript archive at ``path`` without its ``.debug_pkl`` source-range records,
+    which PyTorch 1.11 cannot parse when they come from a newer torch. Entry order, names and
+    stored (uncompressed) layout are kept."""
+    tmp = path.with_name(path.name + ".strip")
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            if info.filename.endswith(".debug_pkl"):
+                continue
+            dst.writestr(info.filename, src.read(info), compress_type=zipfile.ZIP_STORED)
+    tmp.replace(path)
+
+
+def file_format_version(path: Path) -> int | None:
+    """The archive's file-format version (``<root>/.data/version``, or ``<root>/version`` in files from
+    torch before 1.13). It is the highest operator version in the graph: PyTorch 1.11 reads up to 9.
+    None when the archive has no version record. Raises GuieError when ``path`` is not a zip archive."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for name in zf.namelist():
+                parts = name.split("/")
+                if parts[-1] == "version" and (len(parts) == 2 or (len(parts) == 3 and parts[1] == ".data")):
+                    return int(zf.read(name).decode().strip())
+    except zipfile.BadZipFile:
+        raise GuieError(f"{path} is not a TorchScript archive (not a zip file); export it with guie-export") from None
+    except ValueError:
+        raise GuieError(f"{path} has an unreadable version record; export it again with guie-export") from None
+    return None
+
+
+def save_portable(scripted: torch.jit.ScriptModule, path: Path) -> int | None:
+    """Save a scripted (already portable) module at ``path`` without debug records; its file version."""
+    with quiet_jit():
+        torch.jit.save(scripted, str(path))
+    strip_debug_records(path)
+    return file_format_version(path)
