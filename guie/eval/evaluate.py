@@ -5,6 +5,7 @@ the terminal table, JSON, CSV, Markdown and the bar chart, and guie-train stores
 """
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -13,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from guie.errors import GuieError
+from guie.errors import GuieError, did_you_mean
 from guie.eval.metrics import calibrated_precision_per_query, map_at_k, precision_at_1
 from guie.eval.retrieval import knn
 from guie.eval.tasks import RetrievalTask, TaskOptions, build_tasks
@@ -34,9 +35,51 @@ class EvalSettings:
     batch_size: int = 64
     workers: int | None = None
     device: str = "auto"
+    distractors: int = 0
+    task_weights: dict[str, float] | None = None  # task name -> weight of the task mean; None: equal weights
 
     def task_options(self) -> TaskOptions:
-        return TaskOptions(self.seed, self.query_frac, self.max_classes, self.max_queries).validate()
+        return TaskOptions(self.seed, self.query_frac, self.max_classes, self.max_queries, self.distractors).validate()
+
+
+def parse_task_weights(text: str | None) -> dict[str, float] | None:
+    """``--task-weights name=w,...`` as {name: weight}; None for None or ''. Weights are finite and >= 0.
+
+    Raises GuieError on a malformed item, a repeated name, a negative or non-numeric weight, or all zeros.
+    """
+    if not text:
+        return None
+    weights: dict[str, float] = {}
+    for item in (part.strip() for part in text.split(",")):
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = float("nan")
+        if not sep or not name or not math.isfinite(weight) or weight < 0:
+            raise GuieError(f"--task-weights item {item!r} must be TASK=WEIGHT with a weight of 0 or more, "
+                            "e.g. sop=2,food101=1")
+        if name in weights:
+            raise GuieError(f"--task-weights names task {name!r} twice")
+        weights[name] = weight
+    if not sum(weights.values()) > 0:
+        raise GuieError("--task-weights are all 0; give at least one task a positive weight")
+    return weights
+
+
+def check_task_weights(weights: dict[str, float] | None, task_names: Sequence[str]) -> None:
+    """Every weight names a task and every task has a weight; raises GuieError otherwise."""
+    if weights is None:
+        return
+    for name in weights:
+        if name not in task_names:
+            raise GuieError(f"--task-weights names {name!r}, which is not a task here{did_you_mean(name, task_names)}; "
+                            f"tasks: {', '.join(task_names)}")
+    missing = [t for t in task_names if t not in weights]
+    if missing:
+        raise GuieError(f"--task-weights gives no weight to {', '.join(missing)}; give every task one "
+                        "(0 leaves a task out of the mean)")
 
 
 def score_retrieval(ids: np.ndarray, query_labels: list[str], index_labels: list[str]) -> dict[str, float]:
@@ -66,9 +109,13 @@ def evaluate_task(task: RetrievalTask, vectors: np.ndarray, position: dict[str, 
     return result
 
 
-def mean_over_tasks(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """The unweighted mean of each metric over tasks."""
-    return {**{m: float(np.mean([r[m] for r in results])) for m in METRICS}, "tasks": len(results)}
+def mean_over_tasks(results: list[dict[str, Any]], weights: dict[str, float] | None = None) -> dict[str, Any]:
+    """The mean of each metric over tasks: unweighted, or sum(w_t * m_t) / sum(w_t) with ``weights`` by task name."""
+    if weights is None:
+        return {**{m: float(np.mean([r[m] for r in results])) for m in METRICS}, "tasks": len(results)}
+    w = np.array([weights[r["task"]] for r in results], dtype=np.float64)
+    return {**{m: float(np.dot(w, [r[m] for r in results]) / w.sum()) for m in METRICS}, "tasks": len(results),
+            "weights": {r["task"]: weights[r["task"]] for r in results}}
 
 
 def evaluate(models: Sequence[str | Path], task_specs: Sequence[str], settings: EvalSettings = EvalSettings(),
@@ -82,6 +129,7 @@ def evaluate(models: Sequence[str | Path], task_specs: Sequence[str], settings: 
     """
     started = time.perf_counter()
     tasks = build_tasks(list(task_specs), settings.task_options())  # data errors surface before torch loads
+    check_task_weights(settings.task_weights, [t.name for t in tasks])
     from guie.eval.embed import embed_images, resolve_models
 
     refs = resolve_models(models)
@@ -103,7 +151,8 @@ def evaluate(models: Sequence[str | Path], task_specs: Sequence[str], settings: 
                                 f"{len(bad_paths)} unreadable images; fix the image files")
             results.append({"model": ref.name, "task": task.name,
                             **evaluate_task(task, emb.vectors[ref.name], position)})
-    means = [{"model": ref.name, **mean_over_tasks([r for r in results if r["model"] == ref.name])} for ref in refs]
+    means = [{"model": ref.name, **mean_over_tasks([r for r in results if r["model"] == ref.name],
+                                                    settings.task_weights)} for ref in refs]
     for warning in emb.warnings:
         log(f"warning: {warning}")
     return {

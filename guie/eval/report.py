@@ -10,9 +10,32 @@ import csv
 from pathlib import Path
 from typing import Any
 
+from guie.eval.leaderboard import format_correlation, plot_scatter
 from guie.fileio import atomic_open, atomic_path, write_json, write_text
 
 REPORT_FILES = ("report.json", "report.csv", "report.md", "report.png")
+
+
+LB_KEYS = ("public_score", "private_score")
+LB_HEADERS = ("LB public", "LB private")
+
+
+def _lb_scores(report: dict[str, Any], model: str) -> dict[str, Any]:
+    """A model's leaderboard scores ({} without --leaderboard; None where it has none)."""
+    board = report.get("leaderboard")
+    if not board:
+        return {}
+    row = next((r for r in board["models"] if r["model"] == model), {})
+    return {k: row.get(k) for k in LB_KEYS}
+
+
+def _fmt_score(value: Any) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _mean_label(report: dict[str, Any], n_tasks: int) -> str:
+    weighted = any("weights" in m for m in report["mean"])
+    return f"{'weighted ' if weighted else ''}mean ({n_tasks} task{'s' if n_tasks != 1 else ''})"
 
 
 def _metric_names(report: dict[str, Any]) -> list[str]:
@@ -21,21 +44,25 @@ def _metric_names(report: dict[str, Any]) -> list[str]:
 
 
 def long_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per model x task, then its sub-domains, then the model's mean; the CSV's rows."""
+    """One row per model x task, then its sub-domains, then the model's mean; the CSV's rows. With
+    --leaderboard, every row has public_score and private_score, filled on the mean row."""
     metrics = _metric_names(report)
     specs = {t["name"]: t["spec"] for t in report["tasks"]}
     rows: list[dict[str, Any]] = []
+    blank = {k: "" for k in LB_KEYS} if report.get("leaderboard") else {}
     for model in [m["name"] for m in report["models"]]:
         for res in [r for r in report["results"] if r["model"] == model]:
             rows.append({"model": model, "task": res["task"], "domain": "", "spec": specs.get(res["task"], ""),
-                         "queries": res["queries"], "index": res["index"], **{m: res[m] for m in metrics}})
+                         "queries": res["queries"], "index": res["index"], **{m: res[m] for m in metrics}, **blank})
             for dom in res.get("domains", []):
                 rows.append({"model": model, "task": res["task"], "domain": dom["domain"],
                              "spec": specs.get(res["task"], ""), "queries": dom["queries"], "index": res["index"],
-                             **{m: dom[m] for m in metrics}})
+                             **{m: dom[m] for m in metrics}, **blank})
         mean = next(m for m in report["mean"] if m["model"] == model)
-        rows.append({"model": model, "task": "mean", "domain": "", "spec": f"mean over {mean['tasks']} tasks",
-                     "queries": "", "index": "", **{m: mean[m] for m in metrics}})
+        lb = {k: ("" if v is None else v) for k, v in _lb_scores(report, model).items()}
+        rows.append({"model": model, "task": "mean", "domain": "", "spec": f"mean over {mean['tasks']} tasks"
+                     + (" (weighted)" if "weights" in mean else ""),
+                     "queries": "", "index": "", **{m: mean[m] for m in metrics}, **lb})
     return rows
 
 
@@ -51,29 +78,36 @@ def _table(headers: list[str], rows: list[list[str]], numeric_from: int) -> list
 
 def _display_rows(report: dict[str, Any], with_model: bool) -> tuple[list[str], list[list[str]], int]:
     metrics = _metric_names(report)
-    headers = (["model"] if with_model else []) + ["task", "queries", "index", *metrics]
+    lb = bool(report.get("leaderboard"))
+    headers = (["model"] if with_model else []) + ["task", "queries", "index", *metrics] + \
+        (list(LB_HEADERS) if lb else [])
     n_tasks = len(report["tasks"])
     out = []
     for row in long_rows(report):
         if row["task"] == "mean":
-            name = f"mean ({n_tasks} task{'s' if n_tasks != 1 else ''})"
+            name = _mean_label(report, n_tasks)
         else:
             name = f"  {row['domain']}" if row["domain"] else row["task"]
         cells = [name, str(row["queries"]), str(row["index"]), *(f"{row[m]:.4f}" for m in metrics)]
+        if lb:
+            cells += ["" if row["task"] != "mean" else _fmt_score(row[k] if row[k] != "" else None) for k in LB_KEYS]
         out.append(([row["model"]] if with_model else []) + cells)
-    return headers, out, len(headers) - 2 - len(metrics)
+    return headers, out, len(headers) - 2 - len(metrics) - (len(LB_KEYS) if lb else 0)
 
 
 def comparison_matrix(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Headers and rows of the models x tasks mP@5 matrix (with the mean as last column)."""
     metric = _metric_names(report)[0]
     tasks = [t["name"] for t in report["tasks"]]
-    headers = [f"{metric} by model", *tasks, "mean"]
+    lb = bool(report.get("leaderboard"))
+    headers = [f"{metric} by model", *tasks, "mean", *(LB_HEADERS if lb else ())]
     rows = []
     for model in [m["name"] for m in report["models"]]:
         by_task = {r["task"]: r[metric] for r in report["results"] if r["model"] == model}
         mean = next(m for m in report["mean"] if m["model"] == model)[metric]
-        rows.append([model, *(f"{by_task[t]:.4f}" for t in tasks), f"{mean:.4f}"])
+        scores = _lb_scores(report, model)
+        rows.append([model, *(f"{by_task[t]:.4f}" for t in tasks), f"{mean:.4f}",
+                     *(_fmt_score(scores[k]) for k in LB_KEYS if lb)])
     return headers, rows
 
 
@@ -85,6 +119,8 @@ def format_table(report: dict[str, Any]) -> str:
     if several:
         h, r = comparison_matrix(report)
         lines += [""] + _table(h, r, 1)
+    if report.get("leaderboard"):
+        lines += [""] + format_correlation(report)
     return "\n".join(lines)
 
 
@@ -109,10 +145,23 @@ def format_markdown(report: dict[str, Any]) -> str:
     if several:
         h, r = comparison_matrix(report)
         lines += ["", *_markdown_table(h, r, 1)]
+    board = report.get("leaderboard")
+    if board:
+        lines += ["", "## CV against the leaderboard", "", board["note"] + "."]
+        if board["correlation"]:
+            def fmt(v: Any) -> str:
+                return "-" if v is None else f"{v:+.3f}"
+
+            lines += ["", *_markdown_table(["task", "Spearman", "Pearson", "models"],
+                                           [[c["task"], fmt(c["spearman"]), fmt(c["pearson"]), str(c["n"])]
+                                            for c in board["correlation"]], 1)]
     lines += ["", "## Tasks", ""]
     for t in report["tasks"]:
         lines.append(f"- **{t['name']}** `{t['spec']}`: {t['queries']} queries ({t['query_classes']} classes), "
                      f"{t['index']} index images ({t['index_classes']} classes); {t['rule']}.")
+        weights = next((m["weights"] for m in report["mean"] if "weights" in m), None)
+        if weights:
+            lines.append(f"  Weight in the mean: {weights.get(t['name'], 0):g}.")
         if t["dropped_queries"]:
             why = ", ".join(f"{n} {r}" for r, n in t["dropped_reasons"].items())
             lines.append(f"  Dropped queries: {t['dropped_queries']} ({why}).")
@@ -172,10 +221,15 @@ def plot_chart(report: dict[str, Any], path: str | Path) -> None:
 
 
 def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
-    """Write report.json, report.csv, report.md and report.png into ``out_dir``; returns their paths."""
+    """Write report.json, report.csv, report.md and report.png into ``out_dir`` (with --leaderboard and a
+    scored model also leaderboard.png, key "scatter"); returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {name.split(".")[1]: out / name for name in REPORT_FILES}
+    board = report.get("leaderboard")
+    if board and any(r["lb"] is not None for r in board["models"]):
+        paths["scatter"] = out / "leaderboard.png"
+        plot_scatter(report, paths["scatter"])
     write_json(paths["json"], report)
     write_csv(report, paths["csv"])
     write_text(paths["md"], format_markdown(report))

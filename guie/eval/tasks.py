@@ -16,9 +16,15 @@ Which images are queries and which form the index:
 
 Options, applied in this order: ``max_classes`` keeps a seeded sample of that many classes
 (queries and index alike; under rule 1 sampled among the query classes); ``max_queries``
-keeps a seeded sample of that many queries (the index is unchanged). Classes are
-``domain/label``, so equal labels in two domains never match. A query left with no index
-image of its class is dropped and reported: mP@5 is undefined for it.
+keeps a seeded sample of that many queries (the index is unchanged); ``distractors`` adds that
+many seeded images to the index, drawn from the source's images that are in neither set and
+whose class is never queried (so also the classes ``max_classes`` left out, and other splits).
+Classes are ``domain/label``, so equal labels in two domains never match. A query left with no
+index image of its class is dropped and reported: mP@5 is undefined for it.
+
+Why distractors: the host's index held 200,000 images for 5,000 queries, most of them unrelated
+to any query. Images of never-queried classes cannot be relevant to a query, so they change no
+query's n_q; they only compete for the top 5, as the host's index did.
 """
 from __future__ import annotations
 
@@ -44,6 +50,7 @@ class TaskOptions:
     query_frac: float = 0.2
     max_classes: int | None = None
     max_queries: int | None = None
+    distractors: int = 0
 
     def validate(self) -> TaskOptions:
         if not 0.0 < self.query_frac < 1.0:
@@ -52,6 +59,8 @@ class TaskOptions:
             raise GuieError(f"--max-classes must be at least 1, got {self.max_classes}")
         if self.max_queries is not None and self.max_queries < 1:
             raise GuieError(f"--max-queries must be at least 1, got {self.max_queries}")
+        if self.distractors < 0:
+            raise GuieError(f"--distractors must be 0 or more, got {self.distractors}")
         return self
 
 
@@ -67,6 +76,7 @@ class RetrievalTask:
     dropped: list[tuple[str, str]] = field(default_factory=list)  # (query path, reason)
     skipped_rows: int = 0  # rows the source adapter skipped
     skipped_reasons: dict[str, int] = field(default_factory=dict)
+    distractors: int = 0  # index images added from never-queried classes
 
     def without(self, bad_paths: dict[str, str]) -> RetrievalTask:
         """This task without the images in ``bad_paths`` (path -> reason), re-dropping unmatched queries."""
@@ -76,7 +86,7 @@ class RetrievalTask:
         index = [r for r in self.index if r.path not in bad_paths]
         query, lost = drop_unmatched([r for r in self.query if r.path not in bad_paths], index)
         return RetrievalTask(self.name, self.spec, self.rule, query, index, dropped + lost, self.skipped_rows,
-                             dict(self.skipped_reasons))
+                             dict(self.skipped_reasons), self.distractors)
 
     def summary(self) -> dict[str, Any]:
         reasons: dict[str, int] = {}
@@ -91,6 +101,7 @@ class RetrievalTask:
             "dropped_queries": len(self.dropped), "dropped_reasons": reasons,
             "dropped_examples": [{"path": p, "reason": why} for p, why in self.dropped[:20]],
             "skipped_rows": self.skipped_rows, "skipped_reasons": self.skipped_reasons,
+            "distractors": self.distractors,
         }
 
 
@@ -131,6 +142,24 @@ def split_query_index(records: list[Record], options: TaskOptions) -> tuple[list
     return [pool[i] for i in query_pos], [pool[i] for i in index_pos], rule
 
 
+def add_distractors(records: list[Record], query: list[Record], index: list[Record], n: int, seed: int,
+                    spec: str) -> list[Record]:
+    """``n`` seeded records of ``records`` that are neither queries nor in ``index`` and whose class no query has.
+
+    Raises GuieError when fewer than ``n`` such images exist.
+    """
+    if n == 0:
+        return []
+    used = {r.path for r in (*query, *index)}
+    queried = {r.class_key for r in query}
+    candidates = sorted({r.path: r for r in records if r.path not in used and r.class_key not in queried}.values(),
+                        key=lambda r: r.path)
+    if len(candidates) < n:
+        raise GuieError(f"task {spec!r} has only {len(candidates)} images of never-queried classes outside its "
+                        f"index; --distractors {n} needs {n} (lower it, or sample fewer classes with --max-classes)")
+    return random.Random(f"{seed}/eval-distractors").sample(candidates, n)
+
+
 def build_task(spec: str, options: TaskOptions = TaskOptions(), name: str | None = None) -> RetrievalTask:
     """Read ``spec`` with its adapter and form the task's query and index sets."""
     options.validate()
@@ -143,10 +172,15 @@ def build_task(spec: str, options: TaskOptions = TaskOptions(), name: str | None
         rule += f"; {options.max_queries} queries sampled"
     if options.max_classes is not None:
         rule += f"; at most {options.max_classes} classes sampled"
+    extra = add_distractors(source.records, query, index, options.distractors, options.seed, spec)
+    if extra:
+        index = index + extra
+        rule += f"; {len(extra)} distractor images of never-queried classes added to the index"
     reasons: dict[str, int] = {}
     for _, why in source.skipped:
         reasons[why] = reasons.get(why, 0) + 1
-    task = RetrievalTask(name or source.domain, spec, rule, query, index, dropped, len(source.skipped), reasons)
+    task = RetrievalTask(name or source.domain, spec, rule, query, index, dropped, len(source.skipped), reasons,
+                         len(extra))
     if not task.query:
         raise GuieError(f"task {spec!r} has no usable query ({len(dropped)} dropped: {NO_MATCH}; rule: {rule}); "
                         "each query class needs at least one more image of its class in the index")
