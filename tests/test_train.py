@@ -127,3 +127,21 @@ def test_aug_views_are_cached_and_differ_from_the_clean_view(digits_dir, tmp_pat
             for v in range(3)]
     assert not np.allclose(rows[0], rows[1]) and not np.allclose(rows[1], rows[2])
     assert Image.open(path).size == (32, 32)
+
+
+def test_holdout_search_is_capped_to_a_seeded_sample(monkeypatch, digits_dir, tmp_path):
+    import numpy as np
+
+    import guie.train.run as run_module
+    from conftest import tiny_train_config
+
+    index = np.arange(0, 1000, 3)
+    sample = run_module.holdout_queries(index, seed=5, limit=50)
+    assert len(sample) == 50 and set(sample) <= set(index) and np.all(np.diff(sample) > 0)
+    assert np.array_equal(sample, run_module.holdout_queries(index, seed=5, limit=50))
+    assert np.array_equal(run_module.holdout_queries(index[:40], seed=5, limit=50), index[:40])
+
+    monkeypatch.setattr(run_module, "HOLDOUT_MAX_QUERIES", 25)
+    result = run_module.run_training(tiny_train_config([f"imagefolder:{digits_dir}"], tmp_path / "run", epochs=1),
+                                     log=lambda _: None)
+    assert result.eval["holdout"]["queries"] <= 25 < 80  # 20% of 400 digits would be 80
