@@ -131,9 +131,9 @@ def test_aug_views_are_cached_and_differ_from_the_clean_view(digits_dir, tmp_pat
 
 def test_holdout_search_is_capped_to_a_seeded_sample(monkeypatch, digits_dir, tmp_path):
     import numpy as np
+    from conftest import tiny_train_config
 
     import guie.train.run as run_module
-    from conftest import tiny_train_config
 
     index = np.arange(0, 1000, 3)
     sample = run_module.holdout_queries(index, seed=5, limit=50)
