@@ -105,6 +105,9 @@ def test_a_failing_check_fails_the_export_and_writes_nothing(trained_run, tmp_pa
     with pytest.raises(verify.VerificationError, match="parity with the eager embedder 7x5: max abs diff 1.00e-03"):
         export_run(trained_run, tmp_path, measure_speed=False, log=lambda _: None)
     assert list(tmp_path.iterdir()) == []
+    with pytest.raises(verify.VerificationError):  # an --out that did not exist is not left behind empty
+        export_run(trained_run, tmp_path / "new" / "out", measure_speed=False, log=lambda _: None)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_fresh_process_check_compares_outputs(tmp_path):

@@ -256,3 +256,10 @@ def test_model_card_names_what_runs_inside_the_graph(tmp_path):
     assert "- Inside the graph: test-time augmentation flip,scale:1.15, size features from the input's " \
            "height and width" in card
     assert "head cosface, dim 64, ema 0.999, size_features True, seed 0" in card and "stage2_blocks" not in card
+
+
+def test_a_bad_source_leaves_no_build_folder(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a model")
+    with pytest.raises(GuieError, match="is not a submission.zip, an export folder"):
+        build_package(tmp_path / "notes.txt", spec(), tmp_path / "new" / "build", log=lambda _: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
