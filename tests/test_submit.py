@@ -16,7 +16,13 @@ from submission_models import write_export
 
 from guie.errors import GuieError
 from guie.fileio import file_sha256
-from guie.leaderboard import LEADERBOARD_FILE, append_record, latest_scored, read_records, update_record
+from guie.leaderboard import (
+    LEADERBOARD_FILE,
+    append_record,
+    latest_scored,
+    read_records,
+    update_record,
+)
 from guie.submission.submit import Waiter, failing_cell, leaderboard_path, status_name
 from guie.submission.upload import CREDENTIALS_HELP, UPLOAD_RECORD
 
@@ -274,3 +280,11 @@ def test_leaderboard_path_follows_the_package_origin(build, tmp_path):
     run.mkdir()
     assert leaderboard_path(build, sha) == run / LEADERBOARD_FILE
     assert leaderboard_path(build, "0" * 64) == build / LEADERBOARD_FILE  # BUILD/export left by another package
+
+
+def test_a_package_of_a_run_folder_records_into_the_run(trained_run, tmp_path):
+    from guie.submission.folders import PackageSpec, build_package
+
+    build_package(trained_run, PackageSpec.create(DATASET, KERNEL), tmp_path / "build", log=lambda _: None)
+    sha = file_sha256(tmp_path / "build" / "dataset" / "saved_model.pt")
+    assert leaderboard_path(tmp_path / "build", sha) == trained_run / LEADERBOARD_FILE

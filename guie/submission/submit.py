@@ -31,7 +31,13 @@ from typing import Any
 
 from guie.errors import GuieError
 from guie.fileio import file_sha256, write_text
-from guie.leaderboard import LEADERBOARD_FILE, append_record, read_records, score_value, update_record
+from guie.leaderboard import (
+    LEADERBOARD_FILE,
+    append_record,
+    read_records,
+    score_value,
+    update_record,
+)
 from guie.submission.kaggle_ids import GUIE_COMPETITION, check_competition
 from guie.submission.metadata import Build, read_build
 from guie.submission.notebook import MODEL_FILENAME
@@ -105,9 +111,9 @@ def now_utc() -> str:
 def leaderboard_path(build: str | Path, model_sha256: str | None) -> Path:
     """leaderboard.jsonl of BUILD: in the run folder BUILD was packaged from, else in BUILD itself.
 
-    guie-package exports a run folder SOURCE into BUILD/export, whose verify.json names the run's
-    model file (``source``) and the exported file's ``sha256``; it counts only when that hash is the
-    packaged model's (an export folder left from an earlier package does not).
+    guie-package exports a run folder SOURCE into BUILD/export, whose verify.json names the run folder
+    or its model file (``source``) and the exported file's ``sha256``; it counts only when that hash is
+    the packaged model's (an export folder left from an earlier package does not).
     """
     build = Path(build)
     try:
@@ -116,7 +122,7 @@ def leaderboard_path(build: str | Path, model_sha256: str | None) -> Path:
         verify = {}
     source = verify.get("source") if isinstance(verify, dict) else None
     if model_sha256 and isinstance(source, str) and verify.get("sha256") == model_sha256:
-        run = Path(source).parent
+        run = Path(source) if Path(source).is_dir() else Path(source).parent
         if run.is_dir():
             return run / LEADERBOARD_FILE
     return build / LEADERBOARD_FILE
