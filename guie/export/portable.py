@@ -104,17 +104,20 @@ def additive_mask(attn_mask: Optional[torch.Tensor], key_padding_mask: Optional[
 class PortableMultiheadAttention(nn.MultiheadAttention):
     """nn.MultiheadAttention's inference forward on its own weights, without the fused kernels."""
 
+    def project(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v from the packed ``in_proj_weight`` (query, key and value of the same width)."""
+        e, w, bias = self.embed_dim, self.in_proj_weight, self.in_proj_bias
+        return (F.linear(query, w[:e], bias[:e]), F.linear(key, w[e:2 * e], bias[e:2 * e]),
+                F.linear(value, w[2 * e:], bias[2 * e:]))
+
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                 key_padding_mask: Optional[torch.Tensor] = None, need_weights: bool = True,  # noqa: UP045
                 attn_mask: Optional[torch.Tensor] = None, average_attn_weights: bool = True,  # noqa: UP045
                 is_causal: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:  # noqa: UP045
         if not self.batch_first:
             query, key, value = query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1)
-        e = self.embed_dim
-        w, bias = self.in_proj_weight, self.in_proj_bias
-        q = F.linear(query, w[:e], bias[:e])
-        k = F.linear(key, w[e:2 * e], bias[e:2 * e])
-        v = F.linear(value, w[2 * e:], bias[2 * e:])
+        q, k, v = self.project(query, key, value)
         mask = additive_mask(attn_mask, key_padding_mask, q.shape[0], self.num_heads, q.shape[1], k.shape[1], q.dtype)
         out = self.out_proj(scaled_dot_attention(q, k, v, self.num_heads, mask))
         if not self.batch_first:
@@ -123,26 +126,14 @@ class PortableMultiheadAttention(nn.MultiheadAttention):
         return out, weights
 
 
-class PortableCrossMultiheadAttention(nn.MultiheadAttention):
+class PortableCrossMultiheadAttention(PortableMultiheadAttention):
     """The same for separate q/k/v projection weights (kdim or vdim differ from embed_dim: CoCa's pooler)."""
 
-    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                key_padding_mask: Optional[torch.Tensor] = None, need_weights: bool = True,  # noqa: UP045
-                attn_mask: Optional[torch.Tensor] = None, average_attn_weights: bool = True,  # noqa: UP045
-                is_causal: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:  # noqa: UP045
-        if not self.batch_first:
-            query, key, value = query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1)
-        e = self.embed_dim
-        bias = self.in_proj_bias
-        q = F.linear(query, self.q_proj_weight, bias[:e])
-        k = F.linear(key, self.k_proj_weight, bias[e:2 * e])
-        v = F.linear(value, self.v_proj_weight, bias[2 * e:])
-        mask = additive_mask(attn_mask, key_padding_mask, q.shape[0], self.num_heads, q.shape[1], k.shape[1], q.dtype)
-        out = self.out_proj(scaled_dot_attention(q, k, v, self.num_heads, mask))
-        if not self.batch_first:
-            out = out.transpose(0, 1)
-        weights: Optional[torch.Tensor] = None  # noqa: UP045 - TorchScript
-        return out, weights
+    def project(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        e, bias = self.embed_dim, self.in_proj_bias
+        return (F.linear(query, self.q_proj_weight, bias[:e]), F.linear(key, self.k_proj_weight, bias[e:2 * e]),
+                F.linear(value, self.v_proj_weight, bias[2 * e:]))
 
 
 class PortableAttentionPool2d(nn.Module):
