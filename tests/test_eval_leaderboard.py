@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,10 @@ from torch import nn
 
 from guie.errors import GuieError
 from guie.eval.evaluate import check_task_weights, mean_over_tasks, parse_task_weights
-from guie.eval.leaderboard import attach_leaderboard, leaderboard_files
+from guie.eval.leaderboard import attach_leaderboard, leaderboard_files, model_score
 from guie.eval.report import format_markdown, format_table, long_rows, write_report
 from guie.eval.tasks import TaskOptions, build_task
+from guie.fileio import file_sha256
 from guie.leaderboard import LEADERBOARD_FILE
 
 
@@ -258,3 +260,15 @@ def test_cli_bad_task_weights_is_one_line(cli, digits_dir):
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == [
         "error: --task-weights item 'digits' must be TASK=WEIGHT with a weight of 0 or more, e.g. sop=2,food101=1"]
+
+
+def test_a_torchscript_model_gets_only_its_own_scores(tmp_path):
+    folder = model_folder(tmp_path / "export", seed=0, lines=[])
+    with zipfile.ZipFile(folder / "submission.zip", "w") as zf:
+        zf.write(folder / "saved_model.pt", "saved_model.pt")
+    sha = file_sha256(folder / "saved_model.pt")
+    (folder / LEADERBOARD_FILE).write_text("".join(json.dumps(line) + "\n" for line in (
+        {"status": "complete", "public_score": 0.5, "model_sha256": sha, "submitted_at": "2026-01-01T00:00:00Z"},
+        {"status": "complete", "public_score": 0.7, "model_sha256": "0" * 64, "submitted_at": "2026-02-01T00:00:00Z"})))
+    for path in (folder, folder / "saved_model.pt", folder / "submission.zip"):
+        assert model_score(path)["public_score"] == 0.5  # the newer line is another model's

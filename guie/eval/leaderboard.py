@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from guie.fileio import atomic_path
+from guie.fileio import atomic_path, file_sha256
 from guie.leaderboard import LEADERBOARD_FILE, latest_scored, read_records, score_value
 
 MIN_MODELS = 3
@@ -36,11 +36,39 @@ def leaderboard_files(model_path: str | Path) -> list[Path]:
     return [p for p in places if p.is_file()]
 
 
+def torchscript_sha256(model_path: str | Path) -> str | None:
+    """SHA-256 of the saved_model.pt a TorchScript model path stands for (the file, the one in a folder, or
+    the one inside a submission.zip), as guie-submit records it; None for a run folder or model.pt."""
+    import hashlib
+    import zipfile
+
+    path = Path(model_path)
+    if path.is_dir():
+        path = path / "saved_model.pt"
+    if path.suffix == ".zip" and path.is_file():
+        try:
+            with zipfile.ZipFile(path) as zf, zf.open("saved_model.pt") as fh:
+                digest = hashlib.sha256()
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+                return digest.hexdigest()
+        except (KeyError, zipfile.BadZipFile):
+            return None
+    return file_sha256(path) if path.name == "saved_model.pt" and path.is_file() else None
+
+
 def model_score(model_path: str | Path) -> dict[str, Any] | None:
     """The latest scored submission of the model at ``model_path``, or None: the record's submission_ref,
-    submitted_at, public_score and private_score (floats or None) and the file it came from."""
+    submitted_at, public_score and private_score (floats or None) and the file it came from.
+
+    For a TorchScript model, lines recorded for another model file (a different ``model_sha256``) are
+    skipped: the folder may hold a newer model than the one that was scored."""
+    sha = torchscript_sha256(model_path)
     for place in leaderboard_files(model_path):
-        record = latest_scored(read_records(place))
+        records = read_records(place)
+        if sha is not None:
+            records = [r for r in records if r.get("model_sha256") in (None, sha)]
+        record = latest_scored(records)
         if record is not None:
             return {"file": str(place), "submission_ref": record.get("submission_ref"),
                     "submitted_at": record.get("submitted_at"),
