@@ -1,0 +1,55 @@
+"""Shared pieces of the guie commands: one-line errors, config-driven options."""
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from guie.config import config_fields
+from guie.errors import GuieError
+
+
+def friendly_errors(fn: Callable) -> Callable:
+    """Turn GuieError into one 'error: ...' line and exit 2; Ctrl-C into a resume hint and exit 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except GuieError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted; finished work is kept (rerun with --resume to continue)", err=True)
+            sys.exit(130)
+        except OSError as exc:
+            # Disk full, permissions, vanished files: files already written stay whole (atomic writes).
+            where = f" ({exc.filename})" if exc.filename else ""
+            click.echo(f"error: {exc.strerror or exc}{where}; free disk space or fix permissions, then rerun "
+                       "(add --resume to continue a training run)", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+def config_options(fn: Callable) -> Callable:
+    """One click option per TrainConfig field, named --kebab-case, help text from the field."""
+    for f in reversed(list(config_fields().values())):
+        name = "--" + f.name.replace("_", "-")
+        meta = f.metadata
+        type_str = str(f.type).replace(" | None", "")
+        kwargs: dict[str, Any] = {"help": meta.get("help", ""), "show_default": True}
+        if meta.get("multiple"):
+            kwargs.update(multiple=True, default=(), show_default=False)
+        elif type_str == "bool":
+            name = f"{name}/--no-{f.name.replace('_', '-')}"
+            kwargs["default"] = f.default
+        else:
+            kwargs["type"] = click.Choice(meta["choices"]) if "choices" in meta else \
+                {"int": int, "float": float, "str": str}[meta.get("cli_type", type_str)]
+            kwargs["default"] = f.default
+        fn = click.option(name, f.name, **kwargs)(fn)
+    return fn
