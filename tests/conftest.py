@@ -14,7 +14,9 @@ _CACHE = tempfile.mkdtemp(prefix="guie-test-cache-")
 os.environ["GUIE_CACHE"] = _CACHE
 os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Under pytest-xdist (the README's -n 2) each worker gets one thread: two workers with two threads
+# each on two cores spin against each other.
+os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
 # Shrunken open_clip configs of every image-tower family (tests/model_configs), registered by guie.
 os.environ["GUIE_MODEL_CONFIGS"] = str(Path(__file__).resolve().parent / "model_configs")
 for secret in ("KAGGLE_KEY", "KAGGLE_USERNAME", "KAGGLE_API_TOKEN", "WANDB_API_KEY"):

@@ -182,6 +182,7 @@ def test_python_for_each_release():
 
 def test_versions_option():
     assert resolve_versions("none") == [] and resolve_versions(" 1.11.0, 2.4.1") == ["1.11.0", "2.4.1"]
+    assert resolve_versions(["1.11", "2.0.1,1.11.0"]) == ["1.11.0", "2.0.1"]  # canonical, each once
     with pytest.raises(GuieError, match="not a release number"):
         resolve_versions("1.11,banana")
 
@@ -248,15 +249,30 @@ def test_compat_shows_why_old_style_files_fail(trained_run, tmp_path, torch_envs
 
 
 def test_compat_bad_input_is_one_line(tmp_path, cli):
+    from submission_models import write_export
+
     junk = tmp_path / "junk" / "saved_model.pt"
     junk.parent.mkdir()
     junk.write_bytes(b"junk")
+    checkpoint = tmp_path / "model.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, checkpoint)
     (tmp_path / "empty").mkdir()
+    (tmp_path / "run" / "export").mkdir(parents=True)
+    (tmp_path / "run" / "export" / "saved_model.pt").write_bytes(b"x")
+    not_python = tmp_path / "not-python"
+    not_python.write_text("#!/bin/sh\nexit 0\n")
+    not_python.chmod(0o755)
     for args, message in [
         ([str(junk), "--torch", "banana"], "error: torch version 'banana' is not a release number"),
         ([str(junk), "--torch", "1.8.0"], "error: torch 1.8.0 is older than 1.11"),
-        ([str(junk)], f"error: {junk} does not load or run in this torch"),
+        ([str(junk)], f"error: {junk} is not a TorchScript file (not a zip archive)"),
+        ([str(checkpoint)], f"error: {checkpoint} is a torch checkpoint (torch.save), not TorchScript"),
         ([str(tmp_path / "empty")], f"error: {tmp_path / 'empty'} holds no saved_model.pt or submission.zip"),
+        ([str(tmp_path / "run")], f"error: {tmp_path / 'run'} holds no saved_model.pt or submission.zip (a run "
+                                  f"folder: its export is {tmp_path / 'run' / 'export'})"),
+        ([str(junk), "--device", "cuda"], "error: --device cuda needs a CUDA device"),
+        ([str(write_export(tmp_path / "ts") / "saved_model.pt"), "--python", str(not_python), "--torch", "2.0.1"],
+         f"error: cannot run Python '{not_python}' (it did not report a version)"),
     ]:
         res = cli("compat", *args)
         assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
@@ -351,7 +367,7 @@ def test_package_warns_on_files_not_checked_in_the_hosts_torch(trained_run, tmp_
     res = cli("package", str(alone / "submission.zip"), *PACKAGE, "--out", str(tmp_path / "b1"))
     assert res.returncode == 0, res.stderr
     assert ("warning: saved_model.pt was not checked in PyTorch 1.11.0 (the GUIE host's): run guie-compat "
-            f"{alone / 'submission.zip'} --torch 1.11.0") in res.stdout
+            f"{tmp_path / 'b1' / 'dataset' / 'saved_model.pt'} --torch 1.11.0") in res.stdout
     card = (tmp_path / "b1" / "dataset" / "README.md").read_text()
     assert "Not checked in other PyTorch releases" in card and "file format version" in card
 
@@ -399,3 +415,10 @@ def test_auto_means_the_host_release_once_built(tmp_path, monkeypatch):
     (tmp_path / "torch-1.11.0-py3.10").mkdir()
     (tmp_path / "torch-1.11.0-py3.10" / "guie-env.json").write_text("{}")
     assert resolve_versions("auto") == ["1.11.0"]
+
+
+def test_ensemble_image_count_is_checked_before_any_work(trained_run):
+    from guie.export.ensemble import build_ensemble
+
+    with pytest.raises(GuieError, match="--ensemble-images 64 is too few: the PCA to 64-D needs more than 64 images"):
+        build_ensemble([trained_run, "no-such-run"], images=64)

@@ -235,7 +235,7 @@ def test_trained_run_end_to_end(trained_run, tmp_path):
 
     result = build_package(trained_run, spec(), tmp_path / "b", log=lambda _: None)
     card = (result.dataset_dir / "README.md").read_text()
-    diff = result.model.verify["max_abs_diff_vs_eager"]
+    diff = result.source.verify["max_abs_diff_vs_eager"]
     assert "| mP@5 |" in card and f"max abs diff to the eager model {diff:.1e}" in card and diff <= 1e-4
     assert "Inside the graph" not in card  # no TTA, no size features
     report = run_smoke(tmp_path / "b", log=lambda _: None)

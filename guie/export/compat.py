@@ -46,6 +46,11 @@ def torch_envs_root() -> Path:
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "guie" / "torch-envs"
 
 
+def canonical_release(version: str) -> str:
+    """'1.11' -> '1.11.0', ' 2.4.1 ' -> '2.4.1': the form pip installs and torch reports."""
+    return ".".join(str(n) for n in parse_release(version))
+
+
 def parse_release(version: str) -> tuple[int, int, int]:
     """'1.11.0' -> (1, 11, 0); a bare '2.4' means 2.4.0. Raises GuieError for anything else."""
     m = re.fullmatch(r"(\d+)\.(\d+)(?:\.(\d+))?", version.strip())
@@ -86,10 +91,11 @@ def python_version(python: str) -> tuple[int, int]:
                              capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise GuieError(f"cannot run Python {python!r} ({exc}); pass a working interpreter with --python") from None
-    if out.returncode != 0:
-        raise GuieError(f"cannot run Python {python!r}; pass a working interpreter with --python")
-    major, minor = out.stdout.strip().split(".")
-    return int(major), int(minor)
+    found = re.fullmatch(r"(\d+)\.(\d+)", out.stdout.strip())
+    if out.returncode != 0 or not found:
+        raise GuieError(f"cannot run Python {python!r} (it did not report a version); pass a working interpreter "
+                        "with --python")
+    return int(found[1]), int(found[2])
 
 
 def find_python(version: str, python: str | None = None) -> str:
@@ -158,7 +164,7 @@ def ensure_env(version: str, python: str | None = None, log: Callable[[str], Non
     interrupted build never passes for a finished one (the next call starts it again). Raises
     GuieError with pip's last line when the release cannot be installed.
     """
-    parse_release(version)
+    version = canonical_release(version)
     base = find_python(version, python)
     major, minor = python_version(base)
     root = torch_envs_root()
@@ -222,7 +228,7 @@ def resolve_versions(spec: str | list[str] | tuple[str, ...]) -> list[str]:
         return []
     for part in parts:
         supported_pythons(part)
-    return parts
+    return list(dict.fromkeys(canonical_release(p) for p in parts))  # each release once, in the order given
 
 
 def friendly_load_error(text: str) -> str:
@@ -280,9 +286,12 @@ def run_in_env(env_python: str, model: Path, cases_file: Path, device: str = "cp
                                  capture_output=True, text=True, cwd=tmp, env=env, timeout=timeout)
         except subprocess.TimeoutExpired:
             return {"ok": False, "error": f"no result within {timeout:.0f} s"}
-        if not out.is_file():  # the interpreter died (a crash in the loader aborts the process)
-            last = (res.stderr.strip().splitlines() or [f"exit code {res.returncode}"])[-1]
-            return {"ok": False, "error": f"the process died (exit {res.returncode}): {last[:200]}"}
+        if not out.is_file():  # the interpreter died (a C++ assert in an old loader aborts the process)
+            lines = res.stderr.strip().splitlines()
+            reason = next((line.split("what():", 1)[1].strip() for line in lines if "what():" in line),
+                          lines[-1] if lines else f"exit code {res.returncode}")
+            return {"ok": False, "error": f"the process died (exit {res.returncode}): {reason[:200]}; a file plainly "
+                                          "scripted by a newer torch does this: export it again with guie-export"}
         result = json.loads(out.read_text())
         result["wall_seconds"] = time.perf_counter() - start
         return result
@@ -319,14 +328,19 @@ def check_file(file: str | Path, versions: list[str], python: str | None = None,
     table through ``log`` and recorded (``record_results``). Raises GuieError for a bad FILE or version."""
     import torch
 
-    for version in versions:
-        supported_pythons(version)  # a bad version fails before any environment is built
+    versions = resolve_versions(list(versions))  # a bad version fails before any environment is built
+    if device == "cuda" and not torch.cuda.is_available():
+        raise GuieError(f"--device cuda needs a CUDA device, and this torch {torch.__version__} sees none; run "
+                        "guie-compat on a machine with a GPU, or leave --device at cpu")
     path = resolve_model_file(Path(file))
+    problem = not_torchscript(path)
+    if problem:
+        raise GuieError(problem)
     with tempfile.TemporaryDirectory(prefix="guie-compat-") as tmp:
         model_path = unpack_submission(path, Path(tmp)) if path.suffix == ".zip" else path
         log(f"checking {path} in torch {', '.join(versions)} ({device}); reference: this torch {torch.__version__}")
         log(TABLE_HEADER)
-        rows = run_matrix(model_path, versions, python, device, log)
+        rows = run_matrix(model_path, versions, python, device, log, shown_as=path)
         record_results(model_path, rows, torch.__version__, beside=path.parent)
     failed = [row.torch for row in rows if not row.passed]
     log(f"{len(rows) - len(failed)} of {len(rows)} releases load the file and match within {MATCH_LIMIT:.0e}"
@@ -335,7 +349,7 @@ def check_file(file: str | Path, versions: list[str], python: str | None = None,
 
 
 def run_matrix(model_path: Path, versions: list[str], python: str | None = None, device: str = "cpu",
-               log: Callable[[str], None] = print) -> list[CompatRow]:
+               log: Callable[[str], None] = print, shown_as: Path | None = None) -> list[CompatRow]:
     """Load the TorchScript file ``model_path`` in each torch release (building missing environments) and
     compare with this torch; one row per release, each also passed to ``log`` as it finishes.
 
@@ -354,9 +368,9 @@ def run_matrix(model_path: Path, versions: list[str], python: str | None = None,
             with torch.no_grad():
                 reference = [local(x).float() for x in cases]
         except Exception as exc:  # noqa: BLE001 - torch reports unreadable files many ways
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise GuieError(f"{model_path} does not load or run in this torch {torch.__version__} ({first[:160]}); "
-                            "nothing to compare against: export it again with guie-export") from None
+            first = friendly_load_error((str(exc).strip().splitlines() or [type(exc).__name__])[0])
+            raise GuieError(f"{shown_as or model_path} does not load or run in this torch {torch.__version__} "
+                            f"({first[:300]}); nothing to compare against: export it again with guie-export") from None
         cases_file = write_cases(cases, Path(tmp))
         rows = []
         for version in versions:
@@ -372,13 +386,35 @@ def run_matrix(model_path: Path, versions: list[str], python: str | None = None,
     return rows
 
 
+def not_torchscript(path: Path) -> str | None:
+    """Why ``path`` (a .pt, a .pt2 or a submission.zip) is not a TorchScript submission file, or None."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return f"{path} is not a TorchScript file (not a zip archive); pass the saved_model.pt guie-export wrote"
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+    if path.suffix == ".zip":
+        if "saved_model.pt" not in names:
+            return f"{path} has no saved_model.pt at its root (found: {', '.join(names[:5]) or 'nothing'})"
+        return None
+    if any("/code/" in name for name in names):
+        return None
+    if path.suffix == ".pt2" or any(name.endswith(".json") and "model" in name for name in names):
+        return (f"{path} is a torch.export program (--program), not TorchScript: it loads with torch.export.load in "
+                "the torch that made it or newer; export with --torchscript for other releases")
+    return (f"{path} is a torch checkpoint (torch.save), not TorchScript (torch.jit.save); export the run with "
+            "guie-export and check its saved_model.pt")
+
+
 def resolve_model_file(path: Path) -> Path:
     """FILE itself, or the saved_model.pt / submission.zip inside an export folder."""
     if path.is_dir():
         for name in ("saved_model.pt", "submission.zip"):
             if (path / name).is_file():
                 return path / name
-        raise GuieError(f"{path} holds no saved_model.pt or submission.zip; pass the file or an export folder")
+        hint = f" (a run folder: its export is {path / 'export'})" if (path / "export" / "saved_model.pt").is_file() else ""
+        raise GuieError(f"{path} holds no saved_model.pt or submission.zip{hint}; pass the file or an export folder")
     if not path.is_file():
         raise GuieError(f"{path} does not exist; pass a saved_model.pt, a submission.zip or an export folder")
     return path

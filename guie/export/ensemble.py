@@ -72,6 +72,8 @@ def build_ensemble(runs: Sequence[str | Path], dim: int = 64, images: int = 2000
     """Members, PCA fit and the eager ensemble module, with a description for verify.json."""
     if len(runs) < 2:
         raise GuieError("an ensemble needs at least two runs")
+    if images <= dim:  # checked before any image is embedded
+        raise GuieError(f"--ensemble-images {images} is too few: the PCA to {dim}-D needs more than {dim} images")
     members, infos = [], []
     for run in runs:
         module, _, info = build_submission_module(run, chunk=chunk)

@@ -96,6 +96,18 @@ def images_per_second(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tenso
     return n * len(x) / (time.perf_counter() - t0)
 
 
+def interleaved_speed(a: Callable[[torch.Tensor], torch.Tensor], b: Callable[[torch.Tensor], torch.Tensor],
+                      x: torch.Tensor, rounds: int = 3, min_seconds: float = 0.4) -> tuple[float, float]:
+    """Images/s of ``a`` and ``b`` on batch ``x``, timed A, B, A, B ... over ``rounds`` and each side's best
+    kept, so load from other processes falls on both sides alike (one measurement each swung the
+    ratio from 0.13 to 2.4 on a shared machine)."""
+    best_a = best_b = 0.0
+    for _ in range(rounds):
+        best_a = max(best_a, images_per_second(a, x, min_seconds))
+        best_b = max(best_b, images_per_second(b, x, min_seconds))
+    return best_a, best_b
+
+
 def torchscript_file_version(path: Path) -> int | None:
     """The archive's file-format version, which decides the oldest torch that can read it: any torch
     >= 1.12 writes at least 10 for a ViT (GELU gained ``approximate``), newer than torch 1.11 reads."""
@@ -180,7 +192,7 @@ def verify_export(path: Path, eager: torch.nn.Module, embedder: Embedder | None,
         report["torchscript_file_version"] = torchscript_file_version(path)
     if measure_speed:
         x = torch.stack([images[(224, 224)]] * 32)
-        exported, reference_speed = images_per_second(model, x), images_per_second(eager, x)
+        exported, reference_speed = interleaved_speed(model, eager, x)
         report["images_per_s"] = {"batch": 32, "input": "224x224 uint8", "exported": round(exported, 1),
                                   "eager": round(reference_speed, 1), "ratio": round(exported / reference_speed, 3)}
     log(f"verified: {len(checks)} checks passed; max abs diff vs eager {worst:.2e} (limit {limit:.0e})"

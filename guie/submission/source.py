@@ -95,7 +95,7 @@ def _from_run_folder(run: Path, staging: Path, log: Callable[[str], None]) -> Mo
     if out.exists():
         shutil.rmtree(out)
     log(f"exporting run {run} (TorchScript)")
-    report = export_run(run, out, log=log)
+    report = export_run(run, out, log=log, check_torch="auto")  # as guie-export does by default
     source = _from_export_folder(out, staging)
     source.kind, source.origin = "run folder", run
     source.verify = {**(report if isinstance(report, dict) else {}), **source.verify}
