@@ -380,9 +380,13 @@ def test_package_warns_on_files_not_checked_in_the_hosts_torch(trained_run, tmp_
     old = tmp_path / "old"
     old.mkdir()
     old_style_file(trained_run, old / "saved_model.pt")
+    (old / "verify.json").write_bytes((out / "verify.json").read_bytes())  # another file's report beside it
     res = cli("package", str(old), *PACKAGE, "--out", str(tmp_path / "b3"))
     assert res.returncode == 0 and ("warning: saved_model.pt has file format version 10; PyTorch 1.11.0 (the GUIE "
                                     "host's) reads at most 9") in res.stdout
+    assert "describes another file (sha256 differs)" in res.stdout
+    card = (tmp_path / "b3" / "dataset" / "README.md").read_text()
+    assert "max abs diff to the eager model" not in card and "Exported with torch" not in card
 
 
 @pytest.mark.parametrize("vision, message", [

@@ -194,15 +194,15 @@ def test_run_folder_is_exported_lazily_and_described(tmp_path, monkeypatch):
     (run / "eval.json").write_text(json.dumps({"holdout": {"mP@5": 0.61234, "P@1": 0.7, "queries": 50}}))
     calls = []
 
-    def export_run(model, out_dir, *, fp16=False, fmt="torchscript", log=print):
-        calls.append((Path(model), Path(out_dir)))
+    def export_run(model, out_dir, *, fp16=False, fmt="torchscript", log=print, check_torch="none"):
+        calls.append((Path(model), Path(out_dir), check_torch))
         write_export(Path(out_dir))
         return {"torch_version": "1.11.0"}
 
     monkeypatch.setitem(sys.modules, "guie.export", types.SimpleNamespace(export_run=export_run))
     logs: list[str] = []
     result = build_package(run, spec(), tmp_path / "b", log=logs.append)
-    assert calls and calls[0][0] == run
+    assert calls and calls[0][0] == run and calls[0][2] == "auto"  # checked in 1.11 like guie-export does
     assert (tmp_path / "b" / "export" / "verify.json").is_file()
     card = (result.dataset_dir / "README.md").read_text()
     assert "open_clip `ViT-H-14` (`laion2b_s32b_b79k`)" in card

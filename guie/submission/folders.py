@@ -227,7 +227,7 @@ def check_model_file(source: ModelSource, log: Callable[[str], None] = print, sh
         raise GuieError(f"{source.origin} does not load in this torch {torch.__version__} ({first[:200]}); "
                         "export it again with guie-export and package that") from None
     sha = file_sha256(path)
-    if source.verify and source.verify.get("sha256") != sha:
+    if source.verify.get("sha256") not in (None, sha):
         log(f"note: the verify.json beside {source.origin} describes another file (sha256 differs); its facts are "
             "left out of the model card")
         source.verify = {}
