@@ -37,8 +37,8 @@ def export_run(model: str | Path, out_dir: str | Path, *, fp16: bool = False, fm
     also ``out_dir/submission.zip``, and ``out_dir/verify.json``. Everything is built and checked
     in a temporary folder first: a failed check leaves no model file or zip behind.
     ``check_torch`` (TorchScript only): torch releases the file must also load and match in
-    (guie-compat's matrix), ``auto`` for every release whose environment is already built, or
-    ``none``. Raises GuieError for bad options, VerificationError when a check fails.
+    (guie-compat's matrix), ``auto`` for 1.11.0 (the GUIE host's) when its environment is already
+    built, or ``none``. Raises GuieError for bad options, VerificationError when a check fails.
     """
     from guie.export.build import build_submission_module
     from guie.export.compat import resolve_versions
@@ -112,7 +112,6 @@ def _write_verified(eager: torch.nn.Module, embedder: Any, info: dict[str, Any],
         if fmt == "torchscript":
             checks["host_portability"] = portability
             checks["compat"] = check_releases(tmp / name, check_torch or [], log)
-        if fmt == "torchscript":
             write_submission_zip(tmp / name, tmp / ZIP_NAME)
         report = {
             "format": fmt, "file": name, "file_size_bytes": (tmp / name).stat().st_size,

@@ -8,7 +8,6 @@ import sys
 import tempfile
 import textwrap
 import time
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -108,16 +107,6 @@ def interleaved_speed(a: Callable[[torch.Tensor], torch.Tensor], b: Callable[[to
     return best_a, best_b
 
 
-def torchscript_file_version(path: Path) -> int | None:
-    """The archive's file-format version, which decides the oldest torch that can read it: any torch
-    >= 1.12 writes at least 10 for a ViT (GELU gained ``approximate``), newer than torch 1.11 reads."""
-    with zipfile.ZipFile(path) as zf:
-        for name in zf.namelist():
-            if name.count("/") <= 2 and name.endswith("/version"):
-                return int(zf.read(name).decode().strip())
-    return None
-
-
 def load_exported(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
     """The saved module, loaded the way a user without guie would."""
     if path.suffix == ".pt2":
@@ -189,7 +178,9 @@ def verify_export(path: Path, eager: torch.nn.Module, embedder: Embedder | None,
         "max_abs_diff_vs_open_clip_pil_pipeline": pil_diff,
     }
     if path.suffix != ".pt2":
-        report["torchscript_file_version"] = torchscript_file_version(path)
+        from guie.export.portable import file_format_version
+
+        report["torchscript_file_version"] = file_format_version(path)
     if measure_speed:
         x = torch.stack([images[(224, 224)]] * 32)
         exported, reference_speed = interleaved_speed(model, eager, x)
