@@ -9,8 +9,8 @@ from common import interleaved, machine, parser, ratio, setup
 from pure_forward import predecode, pure_forward
 
 from guie.data import load_source
+from guie.features.extract import ensure_features
 from guie.model.backbone import BackboneSpec, load_backbone
-from guie.train.features import ensure_features
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from guie.eval.retrieval import BLAS_DATABASE_BLOCK, BLAS_QUERY_BLOCK, knn
+from guie.retrieval.knn import BLAS_DATABASE_BLOCK, BLAS_QUERY_BLOCK, knn
 
 
 def numpy_knn(xb: np.ndarray, xq: np.ndarray, k: int, chunk: int = 256) -> np.ndarray:

@@ -25,8 +25,8 @@ def main() -> int:
         return 0
     warnings.filterwarnings("ignore")
     from guie.export.compat import host_cases
-    from guie.export.module import EmbeddingCore, SubmissionModule
     from guie.export.portable import save_portable, script_portable
+    from guie.export.submission_module import EmbeddingCore, SubmissionModule
     from guie.model.backbone import BackboneSpec, load_backbone
     from guie.model.projection import Projection
 

@@ -13,10 +13,10 @@ from torch.utils.data import DataLoader
 
 from guie.data import load_source
 from guie.data.images import ImageDataset, default_workers
+from guie.features.extract import ensure_features
 from guie.model.backbone import BackboneSpec, eval_transform, load_backbone
 from guie.model.heads import ArcFaceHead
 from guie.model.projection import Projection
-from guie.train.features import ensure_features
 from guie.train.loop import gather
 
 

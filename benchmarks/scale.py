@@ -76,10 +76,10 @@ def run_one(args: argparse.Namespace) -> dict[str, float]:
 
     from guie.data import load_source
     from guie.data.sampling import holdout_split, sample_classes
-    from guie.eval.retrieval import evaluate_retrieval
+    from guie.features.cache import FeatureCache, image_key
     from guie.model.heads import build_head
     from guie.model.projection import Projection
-    from guie.train.features import FeatureCache, image_key
+    from guie.retrieval.knn import evaluate_retrieval
     from guie.train.loop import LoopSettings, train_head
     from guie.train.run import embed
     from guie.train.tracking import Tracker

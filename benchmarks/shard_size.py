@@ -14,8 +14,8 @@ from pathlib import Path
 from common import interleaved, machine, parser, ratio, setup
 
 from guie.data import load_source
+from guie.features.extract import ensure_features
 from guie.model.backbone import BackboneSpec, load_backbone
-from guie.train.features import ensure_features
 
 
 def main() -> None:

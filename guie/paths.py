@@ -11,3 +11,11 @@ def cache_root() -> Path:
         return Path(os.environ["GUIE_CACHE"]).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "guie"
+
+
+def torch_envs_root() -> Path:
+    """Where the per-release environments live: $GUIE_TORCH_ENVS, else the user cache's guie/torch-envs."""
+    if os.environ.get("GUIE_TORCH_ENVS"):
+        return Path(os.environ["GUIE_TORCH_ENVS"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "guie" / "torch-envs"

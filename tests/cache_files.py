@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from guie.train.features import JOURNAL, LEGACY_INDEX, FeatureCache, _read_keys
+from guie.features.cache import JOURNAL, LEGACY_INDEX, FeatureCache, _read_keys
 
 
 def cache_folder(root: Path) -> Path:

@@ -24,14 +24,9 @@ from guie.export.compat import (
     HOST_SIZES,
     MATCH_LIMIT,
     checked_versions,
-    ensure_env,
-    find_python,
     host_cases,
-    resolve_versions,
     run_matrix,
-    supported_pythons,
 )
-from guie.export.module import EmbeddingCore, SubmissionModule
 from guie.export.portable import (
     HOST_MAX_FILE_VERSION,
     PortableGELU,
@@ -43,6 +38,8 @@ from guie.export.portable import (
     save_portable,
     script_portable,
 )
+from guie.export.submission_module import EmbeddingCore, SubmissionModule
+from guie.export.torch_envs import ensure_env, find_python, resolve_versions, supported_pythons
 from guie.model.backbone import BackboneSpec, load_backbone, tower_family
 from guie.model.projection import Projection
 

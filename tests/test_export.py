@@ -155,7 +155,7 @@ def test_flip_tta_is_the_mean_of_the_two_views(trained_run, tmp_path):
 
 
 def test_second_resolution_tta_averages_four_views(trained_run, tmp_path):
-    from guie.export.module import preprocess
+    from guie.export.submission_module import preprocess
 
     report = export_run(trained_run, tmp_path, tta="flip,scale:1.5", measure_speed=False, log=lambda _: None)
     info = report["preprocess"]

@@ -7,7 +7,7 @@ from PIL import Image
 import guie.export.build as build
 import guie.export.verify as verify
 from guie.errors import GuieError
-from guie.export.module import preprocess
+from guie.export.submission_module import preprocess
 from guie.model.backbone import eval_transform
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]

@@ -43,7 +43,7 @@ def bad_inputs(tmp_path: Path, export_dir: Path) -> dict[str, tuple[list[str], P
     (tmp_path / "notamodel").mkdir()
     (tmp_path / "notes.txt").write_text("not a model")
     build = tmp_path / "build"
-    from guie.submission.folders import PackageSpec, build_package
+    from guie.ship.folders import PackageSpec, build_package
 
     build_package(export_dir, PackageSpec.create("guie-tester/guie-fail-model", "guie-tester/guie-fail-inference"),
                   build, log=lambda _: None)
@@ -123,7 +123,7 @@ def test_resume_of_a_run_that_never_trained_takes_the_new_options(cli, tmp_path,
 
 
 def test_a_sweep_that_failed_on_its_data_reruns_corrected(tmp_path, digits_dir):
-    from guie.train.sweep import run_sweep
+    from guie.workflows.sweep import run_sweep
 
     out = tmp_path / "sweep"
     cfg = tiny_train_config([f"imagefolder:{tmp_path / 'nowhere'}"], out, epochs=1, eval="none")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from cache_files import write_legacy_index
 
-from guie.train.features import JOURNAL, LEGACY_INDEX, FeatureCache, KeyIndex
+from guie.features.cache import JOURNAL, LEGACY_INDEX, FeatureCache, KeyIndex
 
 META = {"feature_dim": 4, "preprocess_cfg": {}}
 

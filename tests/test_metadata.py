@@ -13,8 +13,8 @@ import pytest
 from fake_kaggle import OWNER, FakeKaggle, client_env, run_client
 
 from guie.errors import GuieError
-from guie.submission.kaggle_ids import KaggleRef
-from guie.submission.metadata import read_build, read_dataset_metadata, read_kernel_metadata
+from guie.ship.kaggle_ids import KaggleRef
+from guie.ship.metadata import read_build, read_dataset_metadata, read_kernel_metadata
 
 SLUG = "guie-meta-inference"
 NOTEBOOK = {"cells": [{"cell_type": "code", "execution_count": None, "id": "a", "metadata": {}, "outputs": [],

@@ -7,14 +7,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from guie.errors import GuieError
-from guie.eval.metrics import (
+from guie.retrieval.knn import knn
+from guie.retrieval.metrics import (
     calibrated_precision_per_query,
     map_at_k,
     mean_precision_at_k,
     precision_at_1,
     retrieval_scores,
 )
-from guie.eval.retrieval import knn
 
 # index positions:   0    1    2    3    4    5    6    7    8    9
 INDEX_LABELS = ["a", "a", "b", "c", "d", "e", "f", "g", "g", "g"]

@@ -15,9 +15,9 @@ import torch
 from submission_models import write_export
 
 from guie.errors import GuieError
-from guie.submission.folders import PackageSpec, build_package
-from guie.submission.metadata import read_build
-from guie.submission.notebook import (
+from guie.ship.folders import PackageSpec, build_package
+from guie.ship.metadata import read_build
+from guie.ship.notebook import (
     REFERENCE_PATH,
     build_notebook,
     notebook_text,
@@ -134,7 +134,7 @@ def test_bad_name_fails_before_anything_is_written(export_dir, tmp_path, cli):
 
 def test_reference_notebook_is_in_sync():
     assert REFERENCE_PATH.read_text(encoding="utf-8") == notebook_text(reference_notebook()), (
-        "notebooks/guie-inference.ipynb is stale; regenerate it with: python -m guie.submission.notebook")
+        "notebooks/guie-inference.ipynb is stale; regenerate it with: python -m guie.ship.notebook")
 
 
 def test_notebook_is_stable_and_names_its_cells():
@@ -231,7 +231,7 @@ def has_exporter() -> bool:
 @pytest.mark.skipif(not has_exporter(), reason="guie.export.export_run does not exist yet (issue 4)")
 def test_trained_run_end_to_end(trained_run, tmp_path):
     """The README path: a guie-train run folder -> export -> folders -> smoke."""
-    from guie.submission.smoke import run_smoke
+    from guie.ship.smoke import run_smoke
 
     result = build_package(trained_run, spec(), tmp_path / "b", log=lambda _: None)
     card = (result.dataset_dir / "README.md").read_text()
@@ -243,8 +243,8 @@ def test_trained_run_end_to_end(trained_run, tmp_path):
 
 
 def test_model_card_names_what_runs_inside_the_graph(tmp_path):
-    from guie.submission.folders import model_card
-    from guie.submission.source import ModelSource
+    from guie.ship.folders import model_card
+    from guie.ship.source import ModelSource
 
     verify = {"torch_version": "2.14.1", "max_abs_diff_vs_eager": 3e-6,
               "preprocess": {"tta": "flip,scale:1.15", "size_features": True}}

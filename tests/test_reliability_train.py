@@ -156,7 +156,7 @@ def test_kill_9_during_feature_extraction_then_resume(tmp_path, cli):
 
 
 def test_write_error_leaves_no_truncated_shard_or_model(digits_dir, tmp_path, monkeypatch):
-    import guie.train.features as features
+    import guie.features.cache as features
 
     def full_disk(fh, arr):
         fh.write(b"\x93NUMPY partial")

@@ -9,8 +9,8 @@ from conftest import tiny_train_config
 from PIL import Image
 
 from guie.export.build import build_submission_module
-from guie.export.module import preprocess
-from guie.export.run import export_run
+from guie.export.exporter import export_run
+from guie.export.submission_module import preprocess
 from guie.model.model_file import read_model_file
 from guie.model.projection import Projection, size_encoding
 from guie.train.run import run_training
@@ -73,8 +73,8 @@ def test_an_input_that_never_varied_gets_no_weight():
 
 
 def test_the_cache_records_original_sizes_and_fills_them_into_old_shards(orientation_dir, tmp_path):
+    from guie.features.extract import ensure_features
     from guie.model.backbone import BackboneSpec, load_backbone
-    from guie.train.features import ensure_features
 
     paths = sorted(str(p) for p in orientation_dir.rglob("*.png"))[:10]
     spec = BackboneSpec("guie-tiny", "none")

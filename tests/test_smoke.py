@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 
 from guie.errors import GuieError
-from guie.submission import host_check
-from guie.submission.folders import PackageSpec, build_package
-from guie.submission.smoke import SmokeFailure, check_submission, digit_images, folder_images
+from guie.ship import host_check
+from guie.ship.folders import PackageSpec, build_package
+from guie.ship.smoke import SmokeFailure, check_submission, digit_images, folder_images
 
 DATASET, KERNEL = "guie-tester/guie-smoke-model", "guie-tester/guie-smoke-inference"
 
@@ -73,7 +73,7 @@ def test_failing_notebook_cell_is_named(tmp_path, cli):
     ("imports-guie", "find-model", "ModuleNotFoundError: guie is not installed at Kaggle"),
 ])
 def test_notebook_failures_name_the_cell(tmp_path, damage, cell, error):
-    from guie.submission.smoke import run_smoke
+    from guie.ship.smoke import run_smoke
 
     build = package(tmp_path)
     if damage == "missing-model":
@@ -90,7 +90,7 @@ def test_notebook_failures_name_the_cell(tmp_path, damage, cell, error):
 
 
 def test_internet_on_is_refused_before_running(tmp_path):
-    from guie.submission.smoke import run_smoke
+    from guie.ship.smoke import run_smoke
 
     build = package(tmp_path)
     meta_path = build / "kernel" / "kernel-metadata.json"
@@ -171,7 +171,7 @@ def test_host_check_subprocess_reports_the_failed_check(tmp_path, images):
 
 
 def test_min_mp5_is_enforced(tmp_path, monkeypatch, images):
-    from guie.submission import smoke
+    from guie.ship import smoke
 
     monkeypatch.setattr(smoke, "run_notebook", lambda nb_path, root, work, timeout, executed: (
         (root / "working" / "submission.zip").write_bytes(write_zip(tmp_path, sm.ContractModel()).read_bytes())))
@@ -216,7 +216,7 @@ def user_images(root: Path, images, bad: bool = True) -> Path:
 
 def fake_notebook(monkeypatch, tmp_path):
     """The notebook stage replaced by its result, so a test reaches the host check in seconds."""
-    from guie.submission import smoke
+    from guie.ship import smoke
 
     zip_bytes = write_zip(tmp_path, sm.ContractModel()).read_bytes()
     monkeypatch.setattr(smoke, "run_notebook", lambda nb_path, root, work, timeout, executed: (
@@ -233,7 +233,7 @@ def test_user_images_that_cannot_be_opened_are_skipped_and_listed(tmp_path, imag
 
 
 def test_smoke_with_unreadable_user_images_passes_and_reports_them(tmp_path, monkeypatch, images):
-    from guie.submission.smoke import run_smoke
+    from guie.ship.smoke import run_smoke
 
     fake_notebook(monkeypatch, tmp_path)
     lines: list[str] = []
@@ -267,7 +267,7 @@ def test_an_image_the_host_check_cannot_open_is_the_inputs_fault(tmp_path, image
     with pytest.raises(host_check.CheckFailed) as err:
         host_check.run_checks(str(zip_path), [*images.paths[:4], str(bad)], [])
     assert err.value.name == "input-image" and str(bad) in err.value.detail
-    from guie.submission.smoke import LabelledImages
+    from guie.ship.smoke import LabelledImages
 
     with pytest.raises(GuieError) as err:
         check_submission(zip_path, LabelledImages([*images.paths[:4], str(bad)], ["a", "a", "b", "b", "b"]),
@@ -278,10 +278,10 @@ def test_an_image_the_host_check_cannot_open_is_the_inputs_fault(tmp_path, image
 
 def test_kaggles_quoted_metadata_example_passes(tmp_path, monkeypatch, images):
     """kernel-metadata.json as Kaggle documents it (booleans as strings) is read as the client reads it."""
-    from guie.submission.smoke import run_smoke
+    from guie.ship.smoke import run_smoke
 
     fake_notebook(monkeypatch, tmp_path)
-    monkeypatch.setattr("guie.submission.smoke.digit_images", lambda dest: images)
+    monkeypatch.setattr("guie.ship.smoke.digit_images", lambda dest: images)
     build = package(tmp_path)
     meta_path = build / "kernel" / "kernel-metadata.json"
     meta = json.loads(meta_path.read_text())

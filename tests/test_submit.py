@@ -16,15 +16,15 @@ from submission_models import write_export
 
 from guie.errors import GuieError
 from guie.fileio import file_sha256
-from guie.leaderboard import (
+from guie.leaderboard_log import (
     LEADERBOARD_FILE,
     append_record,
     latest_scored,
     read_records,
     update_record,
 )
-from guie.submission.submit import Waiter, failing_cell, leaderboard_path, status_name
-from guie.submission.upload import CREDENTIALS_HELP, UPLOAD_RECORD
+from guie.ship.submit import Waiter, failing_cell, leaderboard_path, status_name
+from guie.ship.upload import CREDENTIALS_HELP, UPLOAD_RECORD
 
 DATASET, KERNEL = f"{OWNER}/guie-submit-model", f"{OWNER}/guie-submit-inference"
 FAKE_KEY = "fake-kaggle-key-5ubm1t-0123"
@@ -35,7 +35,7 @@ COMPETITION = "google-universal-image-embedding"
 @pytest.fixture(scope="module")
 def base_build(tmp_path_factory) -> Path:
     """A BUILD packaged from a bare export folder, as guie-package writes it."""
-    from guie.submission.folders import PackageSpec, build_package
+    from guie.ship.folders import PackageSpec, build_package
 
     root = tmp_path_factory.mktemp("submit")
     export = write_export(root / "export")
@@ -283,7 +283,7 @@ def test_leaderboard_path_follows_the_package_origin(build, tmp_path):
 
 
 def test_a_package_of_a_run_folder_records_into_the_run(trained_run, tmp_path):
-    from guie.submission.folders import PackageSpec, build_package
+    from guie.ship.folders import PackageSpec, build_package
 
     build_package(trained_run, PackageSpec.create(DATASET, KERNEL), tmp_path / "build", log=lambda _: None)
     sha = file_sha256(tmp_path / "build" / "dataset" / "saved_model.pt")

@@ -115,8 +115,8 @@ def test_wandb_offline_writes_into_the_run_folder(digits_dir, tmp_path, monkeypa
 
 
 def test_aug_views_are_cached_and_differ_from_the_clean_view(digits_dir, tmp_path):
+    from guie.features.cache import FeatureCache, image_key
     from guie.model.backbone import BackboneSpec
-    from guie.train.features import FeatureCache, image_key
 
     cache = tmp_path / "cache"
     res = run_training(tiny_train_config([f"imagefolder:{digits_dir}"], tmp_path / "run", epochs=1, aug_views=2,

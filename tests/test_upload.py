@@ -14,8 +14,8 @@ from fake_kaggle import OWNER, FakeKaggle, client_env, run_package
 from submission_models import write_export
 
 from guie.errors import GuieError
-from guie.submission.kaggle_ids import KaggleRef
-from guie.submission.upload import CREDENTIALS_HELP, find_credentials, wait_until_ready
+from guie.ship.kaggle_ids import KaggleRef
+from guie.ship.upload import CREDENTIALS_HELP, find_credentials, wait_until_ready
 
 DATASET, KERNEL = f"{OWNER}/guie-upload-model", f"{OWNER}/guie-upload-inference"
 FAKE_KEY = "fake-kaggle-key-0123456789"

@@ -57,7 +57,7 @@ def eval_command(models: tuple[str, ...], tasks: tuple[str, ...], out: str | Non
                             parse_task_weights(task_weights))
     report = evaluate(list(models), list(tasks), settings, log=lambda line: click.echo(line, err=True))
     if leaderboard:
-        from guie.eval.leaderboard import attach_leaderboard
+        from guie.eval.cv_vs_leaderboard import attach_leaderboard
 
         attach_leaderboard(report)
     click.echo(format_table(report))

@@ -51,7 +51,7 @@ determinism, reload in a fresh process without guie) must pass before any file a
 def export_command(runs: tuple[str, ...], fmt: str, out: str | None, fp16: bool, chunk: int, tta: str,
                    ensemble: str | None, ensemble_images: int, check_torch: str) -> None:
     from guie.export import export_ensemble, export_run
-    from guie.export.compat import resolve_versions
+    from guie.export.torch_envs import resolve_versions
 
     augmentation = parse_tta(tta)  # a bad spec fails here, before any model loads
     resolve_versions(check_torch)  # and so does a bad release number
@@ -97,7 +97,8 @@ the verify.json beside FILE and a record guie-package reads. Exits 1 when a rele
 @click.option("--json", "as_json", is_flag=True, help="print the rows as JSON")
 @friendly_errors
 def compat_command(file: str, versions: tuple[str, ...], python: str | None, device: str, as_json: bool) -> None:
-    from guie.export.compat import HOST_TORCH, check_file
+    from guie.export.compat import check_file
+    from guie.export.torch_envs import HOST_TORCH
 
     wanted = [v.strip() for item in versions for v in item.split(",") if v.strip()] or [HOST_TORCH]
     rows = check_file(file, wanted, python=python, device=device, log=lambda line: click.echo(line, err=as_json))

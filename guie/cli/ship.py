@@ -56,12 +56,12 @@ until it is ready, then pushes the notebook and prints both URLs.
 def package_command(source: str, dataset_id: str, kernel_id: str, competition: str, title: str | None,
                     kernel_title: str | None, license_name: str, gpu: bool, public: bool, out: str, upload: bool,
                     message: str | None, wait: float, poll: float) -> None:
-    from guie.submission.folders import PackageSpec, build_package
+    from guie.ship.folders import PackageSpec, build_package
 
     spec = PackageSpec.create(dataset_id, kernel_id, title=title, kernel_title=kernel_title,
                               competition=competition, license=license_name, gpu=gpu, public=public)
     if upload:
-        from guie.submission.upload import CREDENTIALS_HELP, find_credentials
+        from guie.ship.upload import CREDENTIALS_HELP, find_credentials
 
         if find_credentials() is None:  # before any work, so nothing is half-done
             raise GuieError(CREDENTIALS_HELP)
@@ -70,7 +70,7 @@ def package_command(source: str, dataset_id: str, kernel_id: str, competition: s
         click.echo(f"next: guie-smoke {out}   (then guie-package ... --upload, or kaggle datasets create -p "
                    f"{result.dataset_dir} and kaggle kernels push -p {result.kernel_dir})")
         return
-    from guie.submission.upload import upload_package
+    from guie.ship.upload import upload_package
 
     upload_package(out, message=message or f"guie {__version__}, model sha256 {result.sha256[:12]}",
                    public=public, wait=wait, poll=poll, log=click.echo)
@@ -104,7 +104,7 @@ scored, 3 when still pending at the end of --wait (complete it later with --refr
 @friendly_errors
 def submit_command(build: str, message: str | None, wait: float, competition: str, refresh: bool,
                    poll: float) -> None:
-    from guie.submission.submit import refresh_build, submit_build
+    from guie.ship.submit import refresh_build, submit_build
 
     if refresh:
         records = refresh_build(build, competition=competition, wait=wait, poll=poll, log=click.echo)
@@ -138,6 +138,6 @@ Exits 1 naming the failed check or notebook cell; writes BUILD/smoke/report.json
 @click.option("--keep", is_flag=True, help="keep the emulated /kaggle tree and print where it is")
 @friendly_errors
 def smoke_command(build: str, images: str | None, min_mp5: float, timeout: float, keep: bool) -> None:
-    from guie.submission.smoke import run_smoke
+    from guie.ship.smoke import run_smoke
 
     run_smoke(build, images=images, min_mp5=min_mp5, timeout=timeout, keep=keep, log=click.echo)

@@ -103,7 +103,7 @@ def train_command(ctx: click.Context, config_file: str | None, resume: bool, ove
         raise GuieError("--resume and --overwrite contradict each other; pass one")
     cfg, sweep = resolve_train_config(ctx, params, config_file, resume)
     if sweep:
-        from guie.train.sweep import run_sweep  # heavy imports only once the options are valid
+        from guie.workflows.sweep import run_sweep  # heavy imports only once the options are valid
 
         run_sweep(cfg, sweep, resume=resume, overwrite=overwrite, log=click.echo)
         return

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from guie.errors import GuieError, did_you_mean
-from guie.eval.metrics import calibrated_precision_per_query, map_at_k, precision_at_1
-from guie.eval.retrieval import knn
 from guie.eval.tasks import RetrievalTask, TaskOptions, build_tasks
+from guie.retrieval.knn import knn
+from guie.retrieval.metrics import calibrated_precision_per_query, map_at_k, precision_at_1
 from guie.version import __version__
 
 K = 5

@@ -10,7 +10,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from guie.eval.leaderboard import format_correlation, plot_scatter
+from guie.eval.cv_vs_leaderboard import format_correlation, plot_scatter
 from guie.fileio import atomic_open, atomic_path, write_json, write_text
 
 REPORT_FILES = ("report.json", "report.csv", "report.md", "report.png")

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from guie.errors import GuieError
-from guie.export.module import (
+from guie.export.submission_module import (
     EmbeddingCore,
     SubmissionModule,
     original_sizes,

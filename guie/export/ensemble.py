@@ -23,7 +23,7 @@ from guie.data import load_source
 from guie.data.images import load_rgb
 from guie.errors import GuieError
 from guie.export.build import build_submission_module
-from guie.export.module import SubmissionModule
+from guie.export.submission_module import SubmissionModule
 
 
 class EnsembleModule(nn.Module):

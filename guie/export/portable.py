@@ -19,7 +19,7 @@ So the exported copy (never the eager model, which stays open_clip's own) gets:
 - every bool option of every submodule frozen as a TorchScript constant, so code behind
   switched-off options (timm's position-embedding resampling, gradient checkpointing) is not
   compiled into the file;
-- the resize called as the antialiased aten operator itself (``guie.export.module``);
+- the resize called as the antialiased aten operator itself (``guie.export.submission_module``);
 - the archive rewritten without ``.debug_pkl`` records (error messages then name no Python
   source line, which nobody at the host reads anyway).
 

@@ -17,7 +17,7 @@ import torch
 
 from guie.errors import GuieError
 from guie.export.build import eager_reference
-from guie.export.module import original_sizes
+from guie.export.submission_module import original_sizes
 from guie.model.embedder import Embedder
 
 FP32_LIMIT = 1e-4

@@ -138,7 +138,7 @@ def tower_family(name: str) -> str:
     return "open_clip:vit"
 
 
-# What guie-export reproduces inside the graph (guie.export.module); a backbone outside it is refused
+# What guie-export reproduces inside the graph (guie.export.submission_module); a backbone outside it is refused
 # by guie-train before any folder is written, not by guie-export after hours of training.
 EXPORTABLE_RESIZE_MODES = ("shortest", "squash")
 EXPORTABLE_INTERPOLATIONS = ("bicubic", "bilinear")

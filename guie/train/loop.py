@@ -13,12 +13,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from guie.distributed import DistContext
+from guie.features.cache import FeatureTable
 from guie.fileio import write_text
 from guie.model.heads import MarginHead, margin_at_epoch
 from guie.model.projection import Projection
 from guie.train.checkpoint import save_checkpoint
-from guie.train.distributed import DistContext
-from guie.train.features import FeatureTable
 from guie.train.tracking import Tracker
 
 

@@ -17,8 +17,10 @@ from guie.config import TrainConfig
 from guie.data import load_source
 from guie.data.records import Record, unique_name
 from guie.data.sampling import holdout_split, sample_classes
+from guie.distributed import init_distributed, shutdown
 from guie.errors import GuieError
-from guie.eval.retrieval import evaluate_retrieval
+from guie.features.cache import FeatureTable
+from guie.features.extract import ensure_features
 from guie.fileio import write_json
 from guie.model.backbone import (
     Backbone,
@@ -32,9 +34,8 @@ from guie.model.heads import build_head, parse_margin_schedule
 from guie.model.model_file import MODEL_FILENAME, save_model_file
 from guie.model.projection import Projection
 from guie.paths import cache_root
+from guie.retrieval.knn import evaluate_retrieval
 from guie.train.checkpoint import load_checkpoint
-from guie.train.distributed import init_distributed, shutdown
-from guie.train.features import FeatureTable, ensure_features
 from guie.train.loop import LoopSettings, train_head
 from guie.train.run_folder import CONFIG_FILENAME, check_run_dir
 from guie.train.stage2 import Stage2Settings, fine_tune

@@ -10,7 +10,7 @@ Outside Kaggle the root ``/kaggle`` is redirected by one mechanism: the environm
 ``GUIE_KAGGLE_ROOT`` (unset at Kaggle, so ``/kaggle``); guie-smoke sets it to an emulated tree.
 
 ``notebooks/guie-inference.ipynb`` is this builder's output for the placeholder dataset
-``your-name/guie-model``; regenerate it with ``python -m guie.submission.notebook``.
+``your-name/guie-model``; regenerate it with ``python -m guie.ship.notebook``.
 """
 from __future__ import annotations
 

@@ -37,8 +37,8 @@ import numpy as np
 
 from guie.errors import GuieError
 from guie.fileio import write_json, write_text
-from guie.submission.metadata import DATASET_METADATA, OLD_DATASET_METADATA, read_build
-from guie.submission.notebook import ROOT_ENV
+from guie.ship.metadata import DATASET_METADATA, OLD_DATASET_METADATA, read_build
+from guie.ship.notebook import ROOT_ENV
 
 HOST_CHECK = Path(__file__).with_name("host_check.py")
 INPUT_CHECK = "input-image"  # host_check.py's name for an image it cannot open: the user's file, not the package
@@ -262,8 +262,8 @@ def run_notebook(nb_path: Path, root: Path, work: Path, timeout: float, executed
 
 def check_submission(zip_path: Path, images: LabelledImages, work: Path, timeout: float = 600.0) -> dict[str, Any]:
     """The host's view of ``zip_path``, in a fresh ``python -I`` without guie; then mP@5 on ``images``."""
-    from guie.eval.metrics import mean_precision_at_k
-    from guie.eval.retrieval import knn
+    from guie.retrieval.knn import knn
+    from guie.retrieval.metrics import mean_precision_at_k
 
     out = work / "host"
     out.mkdir(parents=True, exist_ok=True)

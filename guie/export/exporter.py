@@ -41,7 +41,7 @@ def export_run(model: str | Path, out_dir: str | Path, *, fp16: bool = False, fm
     built, or ``none``. Raises GuieError for bad options, VerificationError when a check fails.
     """
     from guie.export.build import build_submission_module
-    from guie.export.compat import resolve_versions
+    from guie.export.torch_envs import resolve_versions
 
     if fmt not in FORMATS:
         raise GuieError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -67,8 +67,8 @@ def export_ensemble(runs: list[str | Path], out_dir: str | Path, *, dim: int = 6
                     measure_speed: bool = True, check_torch: str | list[str] = "none") -> dict[str, Any]:
     """Export several runs as one module: concatenated embeddings, PCA to ``dim``; verified like a single run
     (``check_torch`` as for ``export_run``)."""
-    from guie.export.compat import resolve_versions
     from guie.export.ensemble import build_ensemble
+    from guie.export.torch_envs import resolve_versions
 
     versions = resolve_versions(check_torch)
     out = Path(out_dir)

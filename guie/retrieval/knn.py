@@ -49,7 +49,7 @@ def knn(index_embeddings: np.ndarray, query_embeddings: np.ndarray, k: int = 5,
 def evaluate_retrieval(index_embeddings: np.ndarray, index_labels: list, query_embeddings: np.ndarray,
                        query_labels: list, k: int = 5) -> dict[str, float]:
     """Exact k-NN then mP@k, P@1 and mAP@k, with the query and index sizes."""
-    from guie.eval.metrics import retrieval_scores
+    from guie.retrieval.metrics import retrieval_scores
 
     _, ids = knn(index_embeddings, query_embeddings, k)
     scores = retrieval_scores(ids, query_labels, index_labels, k)

@@ -1,6 +1,6 @@
 """guie-submit: from a guie-package BUILD to a scored Kaggle submission, recorded in leaderboard.jsonl.
 
-Everything goes through the official kaggle client (imported lazily, see guie.submission.upload):
+Everything goes through the official kaggle client (imported lazily, see guie.ship.upload):
 
 1. The dataset and notebook are uploaded with guie-package's upload path unless BUILD/uploaded.json
    shows that exactly these files were uploaded already (then the notebook version it recorded is used).
@@ -31,17 +31,17 @@ from typing import Any
 
 from guie.errors import GuieError
 from guie.fileio import file_sha256, write_text
-from guie.leaderboard import (
+from guie.leaderboard_log import (
     LEADERBOARD_FILE,
     append_record,
     read_records,
     score_value,
     update_record,
 )
-from guie.submission.kaggle_ids import GUIE_COMPETITION, check_competition
-from guie.submission.metadata import Build, read_build
-from guie.submission.notebook import MODEL_FILENAME
-from guie.submission.upload import (
+from guie.ship.kaggle_ids import GUIE_COMPETITION, check_competition
+from guie.ship.metadata import Build, read_build
+from guie.ship.notebook import MODEL_FILENAME
+from guie.ship.upload import (
     CREDENTIALS_HELP,
     _call,
     _one_line,

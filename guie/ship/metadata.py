@@ -39,7 +39,7 @@ from typing import Any
 from slugify import slugify
 
 from guie.errors import GuieError
-from guie.submission.kaggle_ids import (
+from guie.ship.kaggle_ids import (
     DATASET_SLUG_LEN,
     DATASET_SUBTITLE_LEN,
     DATASET_TITLE_LEN,

@@ -16,7 +16,7 @@ from typing import Any
 
 from guie.errors import GuieError
 from guie.fileio import file_sha256, output_folder, write_json, write_text
-from guie.submission.kaggle_ids import (
+from guie.ship.kaggle_ids import (
     GUIE_COMPETITION,
     KaggleRef,
     check_competition,
@@ -28,9 +28,9 @@ from guie.submission.kaggle_ids import (
     parse_kernel_id,
     title_from_slug,
 )
-from guie.submission.metadata import DATASET_METADATA, KERNEL_METADATA
-from guie.submission.notebook import MODEL_FILENAME, build_notebook, write_notebook
-from guie.submission.source import ModelSource, resolve_source
+from guie.ship.metadata import DATASET_METADATA, KERNEL_METADATA
+from guie.ship.notebook import MODEL_FILENAME, build_notebook, write_notebook
+from guie.ship.source import ModelSource, resolve_source
 from guie.version import __version__
 
 DATASET_DIR = "dataset"
@@ -212,8 +212,9 @@ def check_model_file(source: ModelSource, log: Callable[[str], None] = print, sh
     describes this very file, and the record kept by its sha256). Raises GuieError on refusal."""
     import torch
 
-    from guie.export.compat import HOST_TORCH, checked_versions
+    from guie.export.compat import checked_versions
     from guie.export.portable import HOST_MAX_FILE_VERSION, file_format_version, quiet_jit
+    from guie.export.torch_envs import HOST_TORCH
 
     path = source.model_path
     source.file_version = file_format_version(path)

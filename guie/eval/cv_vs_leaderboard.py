@@ -1,7 +1,7 @@
 """guie-eval --leaderboard: which CV task tracks the Kaggle leaderboard.
 
 Each model's latest scored submission comes from the leaderboard.jsonl beside it (see
-guie.leaderboard; guie-submit writes it): in the run folder, or the folder holding the
+guie.leaderboard_log; guie-submit writes it): in the run folder, or the folder holding the
 saved_model.pt / submission.zip (and, for a file in a guie-package BUILD/dataset folder, BUILD).
 Across the models with a score, for each task and for the (possibly weighted) task mean, the report
 gives the Spearman rank correlation and the Pearson correlation between the models' mP@5 and their
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from guie.fileio import atomic_path, file_sha256
-from guie.leaderboard import LEADERBOARD_FILE, latest_scored, read_records, score_value
+from guie.leaderboard_log import LEADERBOARD_FILE, latest_scored, read_records, score_value
 
 MIN_MODELS = 3
 SCORES = ("private_score", "public_score")

@@ -23,8 +23,8 @@ from typing import Any
 
 from guie.errors import GuieError
 from guie.fileio import file_sha256, write_json
-from guie.submission.kaggle_ids import KaggleRef
-from guie.submission.metadata import Build, read_build
+from guie.ship.kaggle_ids import KaggleRef
+from guie.ship.metadata import Build, read_build
 
 UPLOAD_RECORD = "uploaded.json"  # in BUILD: what was last uploaded from it, so guie-submit skips a repeat
 

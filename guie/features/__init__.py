@@ -1,0 +1,1 @@
+"""Frozen-backbone features: the on-disk cache (cache.py) and the extraction that fills it (extract.py)."""

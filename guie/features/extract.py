@@ -1,0 +1,123 @@
+"""Filling the feature cache: the frozen backbone over the images a cache does not hold yet.
+
+:func:`ensure_features` returns per-view feature tables for a record list, running the backbone
+only on missing images (each torchrun rank on its share); :func:`extract_into` runs the backbone
+over a list of images and writes the result to a cache in shards.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from guie.data.images import ImageDataset, default_workers
+from guie.distributed import DistContext
+from guie.features.cache import FeatureCache, FeatureTable, image_key, key_hashes
+from guie.model.backbone import Backbone, BackboneSpec, augment_transform, eval_transform
+
+
+def extract_into(cache: FeatureCache, paths: Sequence[str], keys: Sequence[str], backbone: Backbone,
+                 view: int, batch_size: int, num_workers: int, device: torch.device,
+                 shard_size: int = 4096, desc: str = "features", progress: bool = True) -> int:
+    """Run the frozen backbone over ``paths`` and add the features to ``cache``; returns the bad count."""
+    transform = eval_transform(backbone.preprocess_cfg) if view == 0 else augment_transform(backbone.preprocess_cfg)
+    dataset = ImageDataset(paths, transform, backbone.image_size, view=view, keys=keys)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False,
+                        pin_memory=device.type == "cuda", persistent_workers=False)
+    meta = {"feature_dim": backbone.feature_dim,
+            "preprocess_cfg": {k: list(v) if isinstance(v, tuple) else v for k, v in backbone.preprocess_cfg.items()}}
+    use_amp = device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    pending_keys: list[str] = []
+    pending: list[np.ndarray] = []
+    pending_sizes: list[np.ndarray] = []
+    pending_bad: dict[str, str] = {}
+    n_bad = 0
+
+    def flush() -> None:
+        if pending_keys or pending_bad:
+            feats = np.concatenate(pending) if pending else np.zeros((0, backbone.feature_dim), np.float16)
+            sizes = np.concatenate(pending_sizes) if pending_sizes else np.zeros((0, 2), np.int32)
+            cache.add_shard(list(pending_keys), feats, sizes, dict(pending_bad), meta)
+            pending_keys.clear(), pending.clear(), pending_sizes.clear(), pending_bad.clear()
+
+    with tqdm(total=len(dataset), desc=desc, unit="img", dynamic_ncols=True, disable=not progress) as bar, torch.inference_mode():
+        for pixels, pos, ok, sizes in loader:
+            ok = ok.bool()
+            for i in pos[~ok].tolist():
+                pending_bad[keys[i]] = "unreadable or corrupt image"
+            n_bad += int((~ok).sum())
+            if ok.any():
+                x = pixels[ok].to(device, non_blocking=True)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                    feats = backbone.visual(x)
+                pending.append(feats.float().cpu().numpy().astype(np.float16))
+                pending_sizes.append(sizes[ok].numpy())
+                pending_keys.extend(keys[i] for i in pos[ok].tolist())
+            bar.update(len(pos))
+            if len(pending_keys) >= shard_size:
+                flush()
+        flush()
+    return n_bad
+
+
+@dataclass
+class CachedFeatures:
+    """Per-view feature tables for a record list, and what producing them took."""
+
+    views: list[FeatureTable]
+    bad: dict[int, str]  # record position -> reason
+    feature_dim: int
+    preprocess_cfg: dict[str, Any]
+    computed: int  # images the backbone actually ran on in this call
+    sizes: np.ndarray | None = None  # with need_sizes: (records, 2) original (height, width), 0 for bad images
+
+
+def ensure_features(paths: Sequence[str], spec: BackboneSpec, num_views: int, cache_root: str | Path,
+                    get_backbone: Callable[[], Backbone], batch_size: int = 64, num_workers: int | None = None,
+                    device: torch.device | None = None, shard_size: int = 4096,
+                    log: Callable[[str], None] = print, dist: DistContext | None = None,
+                    need_sizes: bool = False) -> CachedFeatures:
+    """Features for ``paths`` under view 0 and ``num_views`` augmented views, computing only what is missing.
+
+    ``get_backbone`` is called only when some image is missing from the cache. Under torchrun
+    each rank extracts every world-th missing image into shards of its own; all ranks agree on
+    what is missing before any of them writes. With ``need_sizes`` the images' original sizes
+    are returned too, and clean-view features cached before sizes were recorded are recomputed.
+    """
+    dist = dist or DistContext()
+    device = device or torch.device("cpu")
+    workers = default_workers() if num_workers is None else num_workers
+    keys = [image_key(p) for p in paths]
+    hashes = key_hashes(keys)
+    tables: list[FeatureTable] = []
+    computed = 0
+    caches = [FeatureCache.open(cache_root, spec, v) for v in range(num_views + 1)]
+    for view, cache in enumerate(caches):
+        todo = cache.missing(keys, need_sizes=need_sizes and view == 0, hashes=hashes)
+        dist.barrier()  # every rank has read the same index before any rank adds to it
+        label = "clean view" if view == 0 else f"augmented view {view}"
+        if not todo:
+            log(f"using cached features for {len(keys)} images ({label}; cache {cache.dir})")
+        else:
+            if len(todo) < len(keys):
+                log(f"using cached features for {len(keys) - len(todo)} images, computing {len(todo)} ({label})")
+            mine = todo[dist.rank::dist.world]
+            backbone = get_backbone()
+            extract_into(cache, [paths[i] for i in mine], [keys[i] for i in mine], backbone, view,
+                         batch_size, workers, device, shard_size, desc=f"features ({label})",
+                         progress=dist.is_main)
+            computed += len(todo)
+            dist.barrier()
+            cache.reload()  # pick up the other ranks' shards
+        tables.append(cache.table(keys, hashes))
+    meta = caches[0].meta
+    bad = {i: caches[0].bad[k] for i, k in enumerate(keys) if k in caches[0].bad} if caches[0].bad else {}
+    sizes = tables[0].sizes(np.arange(len(keys))) if need_sizes else None
+    return CachedFeatures(tables, bad, int(meta["feature_dim"]), meta["preprocess_cfg"], computed, sizes)
