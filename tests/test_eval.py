@@ -17,7 +17,7 @@ from torch import nn
 
 from guie.data.images import load_rgb
 from guie.errors import GuieError
-from guie.eval.embed import embed_images, resolve_model, resolve_models
+from guie.eval.embed import embed_with_models, resolve_model, resolve_models
 from guie.eval.evaluate import EvalSettings, evaluate
 from guie.eval.report import format_markdown, format_table, long_rows, write_report
 from guie.eval.tasks import NO_MATCH, TaskOptions, build_task, build_tasks
@@ -171,7 +171,7 @@ def test_eager_embeddings_equal_the_embedder_on_each_image(trained_run, digits_d
     from guie.model.embedder import load_embedder
 
     paths = [str(p) for p in sorted(digits_dir.rglob("*.png"))[::37]]
-    emb = embed_images(resolve_models([trained_run]), paths, "cpu", batch_size=4, workers=0, log=lambda _: None)
+    emb = embed_with_models(resolve_models([trained_run]), paths, "cpu", batch_size=4, workers=0, log=lambda _: None)
     embedder, backbone = load_embedder(trained_run)
     transform = eval_transform(backbone.preprocess_cfg)
     with torch.inference_mode():
@@ -186,7 +186,7 @@ def test_torchscript_is_fed_one_uint8_image_at_original_size(script_model, tmp_p
              for i in range(5)]
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
     paths.append(str(tmp_path / "broken.png"))
-    emb = embed_images(resolve_models([saved, zipped]), paths, "cpu", workers=0, log=lambda _: None)
+    emb = embed_with_models(resolve_models([saved, zipped]), paths, "cpu", workers=0, log=lambda _: None)
     module = torch.jit.load(str(saved))
     from torchvision.transforms import PILToTensor
 
@@ -202,9 +202,9 @@ def test_torchscript_problems_are_reported(tmp_path):
     paths = [str(image(tmp_path / "big.png", size=(20, 20))), str(image(tmp_path / "tiny.png", size=(3, 3)))]
     picky, _ = save_script(HostContract(min_side=5), tmp_path / "picky")
     with pytest.raises(GuieError, match=r"fails on image .*tiny\.png.* of size \(3, 3\).*the host would fail too"):
-        embed_images(resolve_models([picky]), paths, "cpu", workers=0, log=lambda _: None)
+        embed_with_models(resolve_models([picky]), paths, "cpu", workers=0, log=lambda _: None)
     raw, _ = save_script(HostContract(normalise=False), tmp_path / "raw")
-    emb = embed_images(resolve_models([raw]), paths, "cpu", workers=0, log=lambda _: None)
+    emb = embed_with_models(resolve_models([raw]), paths, "cpu", workers=0, log=lambda _: None)
     assert any("not L2-normalised" in w for w in emb.warnings)
     np.testing.assert_allclose(np.linalg.norm(emb.vectors["raw"], axis=1), 1.0, atol=1e-5)
 
@@ -309,13 +309,13 @@ def test_train_eval_accepts_task_specs(digits_dir, digits_manifest, tmp_path):
     from conftest import tiny_train_config
 
     from guie.config import TrainConfig
-    from guie.train.run import run_training
+    from guie.workflows.train_eval import train_and_evaluate
 
     lines: list[str] = []
     cfg = tiny_train_config([f"imagefolder:{digits_dir}"], tmp_path / "run", epochs=2,
                             eval=f"holdout,csv:{digits_manifest}")
     assert cfg.eval_holdout and cfg.eval_tasks == [f"csv:{digits_manifest}"]
-    result = run_training(cfg, log=lines.append)
+    result = train_and_evaluate(cfg, log=lines.append)
     stored = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert set(stored) >= {"holdout", "tasks"}
     assert stored["tasks"]["results"][0]["task"] == "digits-qg" and stored["tasks"]["results"][0]["queries"] == 15

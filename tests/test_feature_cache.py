@@ -71,6 +71,20 @@ def test_concurrent_processes_append_without_losing_a_shard(tmp_path):
     assert cache.missing(keys) == []
 
 
+def test_a_writer_waits_while_another_process_holds_the_folder_lock(tmp_path):
+    from filelock import FileLock
+
+    open_cache(tmp_path)  # the journal exists, so the writer's first step is the locked append
+    ctx = multiprocessing.get_context("fork")
+    writer = ctx.Process(target=_write_shards, args=(str(tmp_path), 0))
+    with FileLock(tmp_path / ".lock"):
+        writer.start()
+        writer.join(3)
+        assert writer.is_alive() and len(open_cache(tmp_path).shards) == 0  # blocked on the lock, nothing listed
+    writer.join(60)
+    assert writer.exitcode == 0 and len(open_cache(tmp_path).shards) == 8
+
+
 def test_a_cache_written_before_the_journal_is_converted_and_keeps_its_features(tmp_path):
     cache = open_cache(tmp_path)
     cache.add_shard(*shard_data(0, 30), {"/bad.jpg|1|1": "corrupt"}, META)

@@ -107,6 +107,6 @@ def train_command(ctx: click.Context, config_file: str | None, resume: bool, ove
 
         run_sweep(cfg, sweep, resume=resume, overwrite=overwrite, log=click.echo)
         return
-    from guie.train.run import run_training
+    from guie.workflows.train_eval import train_and_evaluate
 
-    run_training(cfg, resume=resume, overwrite=overwrite, log=click.echo)
+    train_and_evaluate(cfg, resume=resume, overwrite=overwrite, log=click.echo)

@@ -1,9 +1,10 @@
 """Embedding images with the models under evaluation: a guie run folder (eager) or a TorchScript submission.
 
 * A run folder or its ``model.pt``: the eager embedder (:func:`guie.model.embedder.load_embedder`)
-  with open_clip's own eval transform, batched through a DataLoader under ``inference_mode``,
-  with CUDA autocast when on GPU. Several run folders that share a backbone (a class-count
-  sweep, say) run the backbone once per image and apply each one's projection.
+  with open_clip's own eval transform, batched through the one tower loop
+  (:func:`guie.features.forward.forward_images`: inference mode, CUDA autocast when on GPU).
+  Several run folders that share a backbone (a class-count sweep, say) run the backbone once
+  per image and apply each one's projection.
 * A ``saved_model.pt`` or a ``submission.zip`` holding one: ``torch.jit.load``, and each image
   fed as the competition host did: PIL -> RGB -> uint8 tensor ``(1, 3, H, W)`` at its original
   size (PILToTensor), taking ``output[0]`` flattened to float32.
@@ -25,9 +26,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from guie.data.images import ImageDataset, default_workers, load_rgb
+from guie.data.images import load_rgb
 from guie.data.records import unique_name
 from guie.errors import GuieError
+from guie.features.forward import UNREADABLE, decode_workers, forward_images
 from guie.model.backbone import resolve_device
 from guie.model.model_file import MODEL_FILENAME, read_model_file
 
@@ -132,7 +134,6 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
 
 def _embed_eager_group(refs: list[ModelRef], paths: Sequence[str], device: torch.device, batch_size: int,
                        workers: int, bad: dict[int, str]) -> dict[str, np.ndarray]:
-    from guie.model.backbone import eval_transform
     from guie.model.embedder import load_embedder
     from guie.model.model_file import projection_from
 
@@ -141,27 +142,15 @@ def _embed_eager_group(refs: list[ModelRef], paths: Sequence[str], device: torch
     for ref in refs[1:]:
         projections[ref.name] = projection_from(read_model_file(ref.path)).to(device)
     out = {name: np.zeros((len(paths), p.dim), np.float32) for name, p in projections.items()}
-    dataset = ImageDataset(paths, eval_transform(backbone.preprocess_cfg), backbone.image_size)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, shuffle=False,
-                        pin_memory=device.type == "cuda")
-    use_amp = device.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     label = refs[0].name if len(refs) == 1 else f"{len(refs)} models on {backbone.spec.name}"
-    with tqdm(total=len(paths), desc=f"embed ({label})", unit="img", dynamic_ncols=True) as bar, \
-            torch.inference_mode():
-        for pixels, pos, ok, sizes in loader:
-            ok = ok.bool()
-            for i in pos[~ok].tolist():
-                bad[i] = "unreadable or corrupt image"
-            if ok.any():
-                x = pixels[ok].to(device, non_blocking=True)
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                    features = embedder.visual(x)
-                rows = pos[ok].numpy()
-                hw = sizes[ok].to(device)  # for projections trained with size features
+    for batch in forward_images(backbone, paths, device, batch_size, workers, desc=f"embed ({label})"):
+        for i in batch.unreadable.tolist():
+            bad[i] = UNREADABLE
+        if len(batch.positions):
+            hw = batch.sizes.to(device)  # for projections trained with size features
+            with torch.inference_mode():
                 for name, projection in projections.items():
-                    out[name][rows] = projection(features.float(), hw).float().cpu().numpy()
-            bar.update(len(pos))
+                    out[name][batch.positions] = projection(batch.features, hw).float().cpu().numpy()
     return out
 
 
@@ -221,12 +210,18 @@ def _embed_torchscript(ref: ModelRef, paths: Sequence[str], device: torch.device
     return out
 
 
-def embed_images(refs: Sequence[ModelRef], paths: Sequence[str], device: str | torch.device = "auto",
-                 batch_size: int = 64, workers: int | None = None,
-                 log: Callable[[str], None] = print) -> Embeddings:
-    """Unit-length embeddings of ``paths`` under every model in ``refs``."""
+def embed_with_models(refs: Sequence[ModelRef], paths: Sequence[str], device: str | torch.device = "auto",
+                      batch_size: int = 64, workers: int | None = None,
+                      log: Callable[[str], None] = print) -> Embeddings:
+    """Unit-length embeddings of ``paths`` under every model to evaluate in ``refs``: float32 ``(N, d)``
+    per model name, zero rows for the unreadable images listed in ``Embeddings.bad``.
+
+    Eager models sharing a backbone run it once per image; ``workers`` None: the default decode
+    workers. Raises GuieError when a TorchScript model fails on a readable image or changes its
+    output size.
+    """
     dev = device if isinstance(device, torch.device) else resolve_device(device)
-    n_workers = default_workers() if workers is None else workers
+    n_workers = decode_workers(workers)
     bad: dict[int, str] = {}
     warnings: list[str] = []
     vectors: dict[str, np.ndarray] = {}

@@ -130,7 +130,7 @@ def evaluate(models: Sequence[str | Path], task_specs: Sequence[str], settings: 
     started = time.perf_counter()
     tasks = build_tasks(list(task_specs), settings.task_options())  # data errors surface before torch loads
     check_task_weights(settings.task_weights, [t.name for t in tasks])
-    from guie.eval.embed import embed_images, resolve_models
+    from guie.eval.embed import embed_with_models, resolve_models
 
     refs = resolve_models(models)
     for task in tasks:
@@ -138,7 +138,7 @@ def evaluate(models: Sequence[str | Path], task_specs: Sequence[str], settings: 
             + (f"; {len(task.dropped)} queries dropped ({task.dropped[0][1]})" if task.dropped else ""))
     paths = sorted({r.path for task in tasks for r in (*task.query, *task.index)})
     position = {p: i for i, p in enumerate(paths)}
-    emb = embed_images(refs, paths, settings.device, settings.batch_size, settings.workers, log)
+    emb = embed_with_models(refs, paths, settings.device, settings.batch_size, settings.workers, log)
     bad_paths = {paths[i]: why for i, why in emb.bad.items()}
     if bad_paths:
         log(f"skipping {len(bad_paths)} unreadable images (listed in the report)")

@@ -17,7 +17,6 @@ in memory (two 64-bit key hashes, shard and row), not a dict of key strings.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock
 from tqdm.auto import tqdm
 
 from guie.fileio import atomic_path, write_text
@@ -215,12 +215,9 @@ class FeatureCache:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        with open(self.dir / ".lock", "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        """Hold the folder's ``.lock`` exclusively (across processes: torchrun ranks, parallel runs)."""
+        with FileLock(self.dir / ".lock"):
+            yield
 
     def _migrate_legacy(self) -> None:
         """Turn an ``index.json`` cache into a journal listing the same shards (the old file stays)."""

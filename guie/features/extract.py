@@ -2,7 +2,8 @@
 
 :func:`ensure_features` returns per-view feature tables for a record list, running the backbone
 only on missing images (each torchrun rank on its share); :func:`extract_into` runs the backbone
-over a list of images and writes the result to a cache in shards.
+over a list of images (through :func:`guie.features.forward.forward_images`) and writes the result
+to a cache in shards.
 """
 from __future__ import annotations
 
@@ -13,27 +14,23 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
-from guie.data.images import ImageDataset, default_workers
 from guie.distributed import DistContext
 from guie.features.cache import FeatureCache, FeatureTable, image_key, key_hashes
-from guie.model.backbone import Backbone, BackboneSpec, augment_transform, eval_transform
+from guie.features.forward import UNREADABLE, forward_images
+from guie.model.backbone import Backbone, BackboneSpec
 
 
 def extract_into(cache: FeatureCache, paths: Sequence[str], keys: Sequence[str], backbone: Backbone,
-                 view: int, batch_size: int, num_workers: int, device: torch.device,
+                 view: int, batch_size: int, num_workers: int | None, device: torch.device,
                  shard_size: int = 4096, desc: str = "features", progress: bool = True) -> int:
-    """Run the frozen backbone over ``paths`` and add the features to ``cache``; returns the bad count."""
-    transform = eval_transform(backbone.preprocess_cfg) if view == 0 else augment_transform(backbone.preprocess_cfg)
-    dataset = ImageDataset(paths, transform, backbone.image_size, view=view, keys=keys)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False,
-                        pin_memory=device.type == "cuda", persistent_workers=False)
+    """Run the frozen backbone over ``paths`` (view ``view``, seeded by ``keys``) and add the features to
+    ``cache`` in shards of about ``shard_size`` images; returns how many images were unreadable.
+
+    ``num_workers`` None: the default decode workers (see :func:`guie.features.forward.forward_images`).
+    """
     meta = {"feature_dim": backbone.feature_dim,
             "preprocess_cfg": {k: list(v) if isinstance(v, tuple) else v for k, v in backbone.preprocess_cfg.items()}}
-    use_amp = device.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     pending_keys: list[str] = []
     pending: list[np.ndarray] = []
     pending_sizes: list[np.ndarray] = []
@@ -47,23 +44,18 @@ def extract_into(cache: FeatureCache, paths: Sequence[str], keys: Sequence[str],
             cache.add_shard(list(pending_keys), feats, sizes, dict(pending_bad), meta)
             pending_keys.clear(), pending.clear(), pending_sizes.clear(), pending_bad.clear()
 
-    with tqdm(total=len(dataset), desc=desc, unit="img", dynamic_ncols=True, disable=not progress) as bar, torch.inference_mode():
-        for pixels, pos, ok, sizes in loader:
-            ok = ok.bool()
-            for i in pos[~ok].tolist():
-                pending_bad[keys[i]] = "unreadable or corrupt image"
-            n_bad += int((~ok).sum())
-            if ok.any():
-                x = pixels[ok].to(device, non_blocking=True)
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                    feats = backbone.visual(x)
-                pending.append(feats.float().cpu().numpy().astype(np.float16))
-                pending_sizes.append(sizes[ok].numpy())
-                pending_keys.extend(keys[i] for i in pos[ok].tolist())
-            bar.update(len(pos))
-            if len(pending_keys) >= shard_size:
-                flush()
-        flush()
+    for batch in forward_images(backbone, paths, device, batch_size, num_workers, view=view, keys=keys,
+                                desc=desc if progress else None):
+        for i in batch.unreadable.tolist():
+            pending_bad[keys[i]] = UNREADABLE
+        n_bad += len(batch.unreadable)
+        if len(batch.positions):
+            pending.append(batch.features.cpu().numpy().astype(np.float16))
+            pending_sizes.append(batch.sizes.numpy())
+            pending_keys.extend(keys[i] for i in batch.positions.tolist())
+        if len(pending_keys) >= shard_size:
+            flush()
+    flush()
     return n_bad
 
 
@@ -93,7 +85,6 @@ def ensure_features(paths: Sequence[str], spec: BackboneSpec, num_views: int, ca
     """
     dist = dist or DistContext()
     device = device or torch.device("cpu")
-    workers = default_workers() if num_workers is None else num_workers
     keys = [image_key(p) for p in paths]
     hashes = key_hashes(keys)
     tables: list[FeatureTable] = []
@@ -111,7 +102,7 @@ def ensure_features(paths: Sequence[str], spec: BackboneSpec, num_views: int, ca
             mine = todo[dist.rank::dist.world]
             backbone = get_backbone()
             extract_into(cache, [paths[i] for i in mine], [keys[i] for i in mine], backbone, view,
-                         batch_size, workers, device, shard_size, desc=f"features ({label})",
+                         batch_size, num_workers, device, shard_size, desc=f"features ({label})",
                          progress=dist.is_main)
             computed += len(todo)
             dist.barrier()

@@ -14,9 +14,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from guie.data.images import ImageDataset
 from guie.errors import GuieError
-from guie.model.backbone import Backbone, augment_transform, eval_transform
+from guie.features.forward import decode_workers, forward_images, image_dataset, tower_autocast
+from guie.model.backbone import Backbone
 from guie.model.heads import MarginHead
 from guie.model.projection import Projection
 
@@ -30,7 +30,7 @@ class Stage2Settings:
     batch_size: int
     weight_decay: float
     seed: int
-    workers: int
+    workers: int | None  # DataLoader workers; None: the default decode workers
 
 
 def resblocks(visual: nn.Module) -> nn.ModuleList:
@@ -69,21 +69,20 @@ def fine_tune(backbone: Backbone, projection: Projection, head: MarginHead, path
         {"params": list(trainable.values()), "lr": settings.lr * settings.lr_scale},
         {"params": list(head.parameters()), "lr": settings.lr},
     ], weight_decay=settings.weight_decay)
-    dataset = ImageDataset(paths, augment_transform(backbone.preprocess_cfg), backbone.image_size, view=1)
-    use_amp = device.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    dataset = image_dataset(backbone, paths, view=1)
     labels_t = torch.as_tensor(labels, dtype=torch.long)
     for epoch in range(settings.epochs):
         generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + epoch)
         loader = DataLoader(dataset, batch_size=settings.batch_size, shuffle=True, generator=generator,
-                            num_workers=settings.workers, pin_memory=use_amp, drop_last=len(dataset) > settings.batch_size)
+                            num_workers=decode_workers(settings.workers), pin_memory=device.type == "cuda",
+                            drop_last=len(dataset) > settings.batch_size)
         loss_sum, seen = 0.0, 0
         for pixels, pos, ok, sizes in tqdm(loader, desc=f"stage 2 epoch {epoch + 1}/{settings.epochs}", unit="batch",
                                     dynamic_ncols=True):
             if not ok.any():
                 continue
             x, y = pixels[ok].to(device), labels_t[pos[ok]].to(device)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+            with tower_autocast(device):
                 features = visual(x)
             logits = head(projection(features.float(), sizes[ok].to(device)), y)
             loss = F.cross_entropy(logits, y)
@@ -99,12 +98,14 @@ def fine_tune(backbone: Backbone, projection: Projection, head: MarginHead, path
     return {k: v.detach().cpu().clone() for k, v in trainable.items()}
 
 
-def embed_images(visual: nn.Module, projection: Projection, preprocess_cfg: dict, image_size: tuple[int, int],
-                 paths: Sequence[str], device: torch.device, batch_size: int, workers: int) -> np.ndarray:
-    """Embeddings through the (fine-tuned) tower, bypassing the feature cache that no longer matches it."""
-    dataset = ImageDataset(paths, eval_transform(preprocess_cfg), image_size)
+def embed_through_finetuned_tower(backbone: Backbone, projection: Projection, paths: Sequence[str],
+                                  device: torch.device, batch_size: int, workers: int | None) -> np.ndarray:
+    """Embeddings ``(len(paths), projection.dim)`` float32 of ``paths`` streamed through ``backbone``'s
+    fine-tuned tower and ``projection`` (the feature cache predates the fine-tuned blocks), under
+    its eval transform; zero rows for unreadable images. ``workers`` None: the default decode workers."""
     out = np.zeros((len(paths), projection.dim), dtype=np.float32)
-    with torch.inference_mode():
-        for pixels, pos, _, sizes in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
-            out[pos.numpy()] = projection(visual(pixels.to(device)).float(), sizes.to(device)).cpu().numpy()
+    for batch in forward_images(backbone, paths, device, batch_size, workers):
+        if len(batch.positions):
+            with torch.inference_mode():
+                out[batch.positions] = projection(batch.features, batch.sizes.to(device)).cpu().numpy()
     return out

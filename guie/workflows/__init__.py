@@ -1,1 +1,2 @@
-"""Workflows that compose stages: the demo (every stage once) and a class-count sweep (train, then eval of every run)."""
+"""Workflows that compose stages: training with --eval tasks (train, then eval), the demo (every stage
+once) and a class-count sweep (train, then eval of every run)."""

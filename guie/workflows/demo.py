@@ -22,13 +22,13 @@ def run_demo(out_dir: Path, epochs: int = 15, wandb: str = "off", log: Callable[
     marker.write_text("written by guie demo; rerunning the demo replaces this folder's contents\n")
     run_dir, report_dir, export_dir, build_dir = (out_dir / n for n in ("run", "report", "export", "build"))
 
-    from guie.train.run import run_training
+    from guie.workflows.train_eval import train_and_evaluate
 
     log("== 1/5 train: guie-tiny (random init) on demo:digits, 10 classes, holdout eval")
     cfg = TrainConfig(data=["demo:digits"], out=str(run_dir), backbone="guie-tiny", pretrained="none",
                       epochs=epochs, batch_size=128, lr=1e-2, scale=16.0, margin=0.2, eval="holdout",
                       wandb=wandb).validate()
-    run_training(cfg, overwrite=(run_dir / "config.json").is_file(), log=log)
+    train_and_evaluate(cfg, overwrite=(run_dir / "config.json").is_file(), log=log)
 
     from guie.eval.evaluate import EvalSettings, evaluate
     from guie.eval.report import format_table, write_report

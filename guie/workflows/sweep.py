@@ -14,8 +14,8 @@ from guie.config import SWEEP_FILENAME, TrainConfig
 from guie.errors import GuieError
 from guie.fileio import write_json
 from guie.model.model_file import MODEL_FILENAME
-from guie.train.run import run_training
 from guie.train.run_folder import CONFIG_FILENAME, sweep_started
+from guie.workflows.train_eval import train_and_evaluate
 
 
 def run_sweep(cfg: TrainConfig, counts: list[int], resume: bool = False, overwrite: bool = False,
@@ -45,7 +45,7 @@ def run_sweep(cfg: TrainConfig, counts: list[int], resume: bool = False, overwri
         if resume and (run_dir / MODEL_FILENAME).is_file():
             log("finished earlier; kept")
         else:
-            run_training(sub, resume=resume and (run_dir / CONFIG_FILENAME).is_file(), overwrite=overwrite, log=log)
+            train_and_evaluate(sub, resume=resume and (run_dir / CONFIG_FILENAME).is_file(), overwrite=overwrite, log=log)
         runs.append(run_dir)
 
     from guie.eval.evaluate import EvalSettings, evaluate
