@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from guie.artifacts import RUN_CLASSES, RUN_CONFIG, RUN_DATA_REPORT, RUN_EVAL, RUN_MODEL
 from guie.config import TrainConfig
 from guie.data import load_source
 from guie.data.records import Record, unique_name
@@ -31,13 +32,13 @@ from guie.model.backbone import (
     resolve_device,
 )
 from guie.model.heads import build_head, parse_margin_schedule
-from guie.model.model_file import MODEL_FILENAME, save_model_file
+from guie.model.model_file import save_model_file
 from guie.model.projection import Projection
 from guie.paths import cache_root
 from guie.retrieval.knn import evaluate_retrieval
 from guie.train.checkpoint import load_checkpoint
 from guie.train.loop import LoopSettings, train_head
-from guie.train.run_folder import CONFIG_FILENAME, check_run_dir
+from guie.train.run_folder import check_run_dir
 from guie.train.stage2 import Stage2Settings, fine_tune
 from guie.train.stage2 import embed_images as stage2_embed
 from guie.train.tracking import start_tracking
@@ -201,7 +202,7 @@ def _run(cfg: TrainConfig, resume: bool, overwrite: bool, log: Callable[[str], N
     if dist.is_main:
         prepare_run_dir(cfg.out, action, log)
         if action != "resume":
-            write_json(run_dir / CONFIG_FILENAME, resolved)
+            write_json(run_dir / RUN_CONFIG, resolved)
     dist.barrier()
 
     loaded: list[Backbone] = []
@@ -220,7 +221,7 @@ def _run(cfg: TrainConfig, resume: bool, overwrite: bool, log: Callable[[str], N
     data_report = {"sources": source_report, "sampling": vars(sampled), "bad_images": len(feats.bad),
                    "bad_image_list": [{"path": records[i].path, "reason": why} for i, why in sorted(feats.bad.items())]}
     if dist.is_main:
-        write_json(run_dir / "data.json", data_report)
+        write_json(run_dir / RUN_DATA_REPORT, data_report)
     if bad_frac > cfg.max_bad_frac:
         raise GuieError(f"{len(feats.bad)} of {len(records)} images ({bad_frac:.1%}) cannot be read, more than "
                         f"--max-bad-frac {cfg.max_bad_frac}; see {run_dir / 'data.json'}, fix the files or raise the limit")
@@ -274,11 +275,11 @@ def _run(cfg: TrainConfig, resume: bool, overwrite: bool, log: Callable[[str], N
                                   labels[train_index], Stage2Settings(
                                       cfg.stage2_blocks, cfg.lr, cfg.stage2_lr_scale, cfg.stage2_epochs,
                                       cfg.batch_size, cfg.weight_decay, cfg.seed, cfg.workers or 0), device, log)
-        save_model_file(run_dir / MODEL_FILENAME, backbone=spec, preprocess_cfg=feats.preprocess_cfg,
+        save_model_file(run_dir / RUN_MODEL, backbone=spec, preprocess_cfg=feats.preprocess_cfg,
                         projection=projection.cpu(), head=head.cpu(), head_kind=cfg.head, classes=classes,
                         config=resolved, version=__version__, raw_weights=outcome.raw_weights,
                         backbone_finetuned=finetuned)
-        write_json(run_dir / "classes.json", classes)
+        write_json(run_dir / RUN_CLASSES, classes)
         results: dict[str, Any] = {}
         if len(holdout_index):
             holdout_index = holdout_queries(holdout_index, cfg.seed)
@@ -306,10 +307,10 @@ def _run(cfg: TrainConfig, resume: bool, overwrite: bool, log: Callable[[str], N
             tracker.summary({f"holdout/{k}": v for k, v in holdout.items()})
         if cfg.eval_tasks:
             loaded.clear()  # the training backbone is no longer needed; the eval loads the model whole
-            results["tasks"] = evaluate_tasks(run_dir / MODEL_FILENAME, cfg, str(device), log)
+            results["tasks"] = evaluate_tasks(run_dir / RUN_MODEL, cfg, str(device), log)
             tracker.summary({f"eval/{r['task']}/mP@5": r["mP@5"] for r in results["tasks"]["results"]})
         results["seconds"] = round(time.perf_counter() - started, 2)
-        write_json(run_dir / "eval.json", results)
+        write_json(run_dir / RUN_EVAL, results)
     finally:
         tracker.finish()
     log(f"run folder: {run_dir}")

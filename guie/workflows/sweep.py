@@ -10,12 +10,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from guie.config import SWEEP_FILENAME, TrainConfig
+from guie.artifacts import RUN_CONFIG, RUN_MODEL, SWEEP_CONFIG
+from guie.config import TrainConfig
 from guie.errors import GuieError
 from guie.fileio import write_json
-from guie.model.model_file import MODEL_FILENAME
 from guie.train.run import run_training
-from guie.train.run_folder import CONFIG_FILENAME, sweep_started
+from guie.train.run_folder import sweep_started
 
 
 def run_sweep(cfg: TrainConfig, counts: list[int], resume: bool = False, overwrite: bool = False,
@@ -28,7 +28,7 @@ def run_sweep(cfg: TrainConfig, counts: list[int], resume: bool = False, overwri
     With --resume, finished runs are kept, a killed one continues, missing ones start.
     """
     out = Path(cfg.out)
-    sweep_file = out / SWEEP_FILENAME
+    sweep_file = out / SWEEP_CONFIG
     if sweep_file.exists() and not (resume or overwrite) and sweep_started(out):
         raise GuieError(f"sweep folder {str(out)!r} already exists; pass --resume to continue it, "
                         "--overwrite to replace its runs, or another --out")
@@ -42,10 +42,10 @@ def run_sweep(cfg: TrainConfig, counts: list[int], resume: bool = False, overwri
         sub = replace(cfg, classes=n, out=str(out / f"classes-{n}"))
         run_dir = Path(sub.out)
         log(f"== sweep: --classes {n} -> {run_dir}")
-        if resume and (run_dir / MODEL_FILENAME).is_file():
+        if resume and (run_dir / RUN_MODEL).is_file():
             log("finished earlier; kept")
         else:
-            run_training(sub, resume=resume and (run_dir / CONFIG_FILENAME).is_file(), overwrite=overwrite, log=log)
+            run_training(sub, resume=resume and (run_dir / RUN_CONFIG).is_file(), overwrite=overwrite, log=log)
         runs.append(run_dir)
 
     from guie.eval.evaluate import EvalSettings, evaluate
