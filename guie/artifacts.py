@@ -56,6 +56,8 @@ RUN_DATA_REPORT = "data.json"  # what the data sources held and what was skipped
 RUN_CLASSES = "classes.json"  # the class map
 RUN_EVAL = "eval.json"  # the run's own evaluation
 SWEEP_CONFIG = "sweep.json"  # a class-count sweep's folder: its config and counts
+SWEEP_RUN_PREFIX = "classes-"  # a sweep's run folders: SWEEP/classes-N
+SWEEP_REPORT_DIR = "report"  # the sweep's comparison report
 
 # guie-export's output folder (RUN/export by default; BUILD/export for a packaged run folder).
 EXPORT_DIR = "export"
@@ -144,6 +146,8 @@ class Takes:
     words), ``passes`` (what to pass instead), ``files`` (what a folder it takes holds) and
     ``hint`` (what else the folder is). Situations: the refused kinds, and "missing", "not-zip",
     "bad-zip", "zip-without-model", "zip-with-more", "folder", "unfinished-run", "empty-build".
+    ``wording`` replaces a template where a command has always said it otherwise (guie-package's
+    checkpoint and folder lines, guie-export's empty folder: their tests pin those words).
     """
 
     kinds: frozenset[str]

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from guie.artifacts import RUN_CHECKPOINT, RUN_CONFIG, RUN_MODEL
+from guie.artifacts import RUN_CHECKPOINT, RUN_CONFIG, RUN_MODEL, SWEEP_RUN_PREFIX
 from guie.errors import GuieError
 
-SWEEP_RUN_GLOB = "classes-*"
+SWEEP_RUN_GLOB = f"{SWEEP_RUN_PREFIX}*"
 
 
 def training_started(run_dir: Path) -> bool:

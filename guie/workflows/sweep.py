@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from guie.artifacts import RUN_CONFIG, RUN_MODEL, SWEEP_CONFIG
+from guie.artifacts import RUN_CONFIG, RUN_MODEL, SWEEP_CONFIG, SWEEP_REPORT_DIR, SWEEP_RUN_PREFIX
 from guie.config import TrainConfig
 from guie.errors import GuieError
 from guie.fileio import write_json
@@ -39,7 +39,7 @@ def run_sweep(cfg: TrainConfig, counts: list[int], resume: bool = False, overwri
     write_json(sweep_file, {**cfg.to_dict(), "sweep_classes": counts})
     runs = []
     for n in counts:
-        sub = replace(cfg, classes=n, out=str(out / f"classes-{n}"))
+        sub = replace(cfg, classes=n, out=str(out / f"{SWEEP_RUN_PREFIX}{n}"))
         run_dir = Path(sub.out)
         log(f"== sweep: --classes {n} -> {run_dir}")
         if resume and (run_dir / RUN_MODEL).is_file():
@@ -55,7 +55,7 @@ def run_sweep(cfg: TrainConfig, counts: list[int], resume: bool = False, overwri
     log(f"== sweep report on {', '.join(tasks)}")
     report = evaluate(runs, tasks, EvalSettings(seed=cfg.seed, batch_size=cfg.extract_batch_size,
                                                  workers=cfg.workers), log=log)
-    paths = write_report(report, out / "report")
+    paths = write_report(report, out / SWEEP_REPORT_DIR)
     log(format_table(report))
     log(f"sweep report: {paths['md']} (chart {paths['png']})")
     return report
