@@ -13,7 +13,6 @@ HEAD_CHOICES = ("arcface", "subcenter", "cosface")
 EVAL_CHOICES = ("none", "holdout")
 WANDB_CHOICES = ("off", "offline", "online")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
-SWEEP_FILENAME = "sweep.json"
 
 
 def parse_class_counts(value: Any) -> list[int] | None:

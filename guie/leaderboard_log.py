@@ -3,7 +3,8 @@
 guie-submit appends a line when it submits and completes it when Kaggle scores it (or reports an
 error); guie-eval --leaderboard reads the latest scored line of each model. The file lives in the
 run folder a package came from, or in the guie-package BUILD folder when the package came from a
-bare export (submission.zip, saved_model.pt or an export folder).
+bare export (submission.zip, saved_model.pt or an export folder); its name and both places are
+``guie.artifacts``' (LEADERBOARD_FILE, leaderboard_files, leaderboard_path).
 
 A line holds at least ``competition``, ``kernel`` (owner/slug), ``kernel_version`` (int or null),
 ``submission_ref`` (Kaggle's submission id), ``submitted_at`` (UTC, ISO 8601), ``status``
@@ -23,7 +24,6 @@ from typing import Any
 from guie.errors import GuieError
 from guie.fileio import write_text
 
-LEADERBOARD_FILE = "leaderboard.jsonl"
 STATUSES = ("pending", "complete", "error")
 RECORD_KEYS = ("competition", "kernel", "kernel_version", "submission_ref", "submitted_at", "status",
                "public_score", "private_score", "model_sha256")

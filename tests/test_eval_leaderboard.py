@@ -13,13 +13,13 @@ import torch.nn.functional as F
 from layouts import make_met
 from torch import nn
 
+from guie.artifacts import LEADERBOARD_FILE, leaderboard_files
 from guie.errors import GuieError
-from guie.eval.cv_vs_leaderboard import attach_leaderboard, leaderboard_files, model_score
+from guie.eval.cv_vs_leaderboard import attach_leaderboard, model_score
 from guie.eval.evaluate import check_task_weights, mean_over_tasks, parse_task_weights
 from guie.eval.report import format_markdown, format_table, long_rows, write_report
 from guie.eval.tasks import TaskOptions, build_task
 from guie.fileio import file_sha256
-from guie.leaderboard_log import LEADERBOARD_FILE
 
 
 class RandomProjection(nn.Module):

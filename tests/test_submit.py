@@ -14,10 +14,10 @@ import pytest
 from fake_kaggle import OWNER, SUBMISSION_REF, FakeKaggle, client_env, run_submit
 from submission_models import write_export
 
+from guie.artifacts import LEADERBOARD_FILE
 from guie.errors import GuieError
 from guie.fileio import file_sha256
 from guie.leaderboard_log import (
-    LEADERBOARD_FILE,
     append_record,
     latest_scored,
     read_records,

@@ -65,9 +65,11 @@ def export_command(runs: tuple[str, ...], fmt: str, out: str | None, fp16: bool,
         export_ensemble(list(runs), out_dir, images=ensemble_images, chunk=chunk, log=click.echo,
                         check_torch=check_torch)
         return
-    run_path = Path(runs[0])
-    out_dir = Path(out) if out else (run_path if run_path.is_dir() else run_path.parent) / "export"
-    export_run(run_path, out_dir, fp16=fp16, fmt=fmt, chunk=chunk, tta=tta, log=click.echo, check_torch=check_torch)
+    from guie.artifacts import EXPORT_DIR, TAKES_RUN, identify
+
+    run = identify(runs[0], TAKES_RUN)  # a wrong RUN is refused before anything loads
+    out_dir = Path(out) if out else run.folder / EXPORT_DIR
+    export_run(run.path, out_dir, fp16=fp16, fmt=fmt, chunk=chunk, tta=tta, log=click.echo, check_torch=check_torch)
 
 
 COMPAT_HELP = """Load a submission file in other PyTorch releases, as the host did, and compare outputs.

@@ -8,9 +8,9 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
+from guie.artifacts import RUN_CONFIG, SWEEP_CONFIG
 from guie.cli.common import config_options, friendly_errors
 from guie.config import (
-    SWEEP_FILENAME,
     TrainConfig,
     build_config,
     config_fields,
@@ -38,15 +38,15 @@ def resolve_train_config(ctx: click.Context, params: dict[str, Any], config_file
     """
     cli_values = command_line_values(ctx, params)
     if resume:
-        from guie.train.run_folder import CONFIG_FILENAME, sweep_started, training_started
+        from guie.train.run_folder import sweep_started, training_started
 
         if not cli_values.get("out"):
             raise GuieError("--resume needs --out RUN, the run folder to continue")
         out = Path(cli_values["out"])
-        is_sweep = (out / SWEEP_FILENAME).is_file()
-        stored = out / SWEEP_FILENAME if is_sweep else out / CONFIG_FILENAME
+        is_sweep = (out / SWEEP_CONFIG).is_file()
+        stored = out / SWEEP_CONFIG if is_sweep else out / RUN_CONFIG
         if not stored.is_file():
-            raise GuieError(f"cannot resume: {str(out)!r} has no {CONFIG_FILENAME}; start a new run without --resume")
+            raise GuieError(f"cannot resume: {str(out)!r} has no {RUN_CONFIG}; start a new run without --resume")
         saved = json.loads(stored.read_text())
         counts = saved.pop("sweep_classes", None)
         fields = config_fields()

@@ -2,7 +2,8 @@
 
 Each model's latest scored submission comes from the leaderboard.jsonl beside it (see
 guie.leaderboard_log; guie-submit writes it): in the run folder, or the folder holding the
-saved_model.pt / submission.zip (and, for a file in a guie-package BUILD/dataset folder, BUILD).
+saved_model.pt / submission.zip (and, for a file in a guie-package BUILD/dataset folder, BUILD;
+``guie.artifacts.leaderboard_files`` knows those places).
 Across the models with a score, for each task and for the (possibly weighted) task mean, the report
 gives the Spearman rank correlation and the Pearson correlation between the models' mP@5 and their
 leaderboard score: the private score when every scored model has one, else the public score (the
@@ -18,43 +19,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from guie.fileio import atomic_path, file_sha256
-from guie.leaderboard_log import LEADERBOARD_FILE, latest_scored, read_records, score_value
+from guie.artifacts import leaderboard_files, saved_model_sha256
+from guie.fileio import atomic_path
+from guie.leaderboard_log import latest_scored, read_records, score_value
 
 MIN_MODELS = 3
 SCORES = ("private_score", "public_score")
-
-
-def leaderboard_files(model_path: str | Path) -> list[Path]:
-    """Where a model's leaderboard.jsonl may be: its folder (a run or export folder), else the folder holding
-    the model file, and for a file in a guie-package BUILD/dataset folder also BUILD. Only existing files."""
-    path = Path(model_path)
-    folder = path if path.is_dir() else path.parent
-    places = [folder / LEADERBOARD_FILE]
-    if (folder / "dataset-metadata.json").is_file():
-        places.append(folder.parent / LEADERBOARD_FILE)
-    return [p for p in places if p.is_file()]
-
-
-def torchscript_sha256(model_path: str | Path) -> str | None:
-    """SHA-256 of the saved_model.pt a TorchScript model path stands for (the file, the one in a folder, or
-    the one inside a submission.zip), as guie-submit records it; None for a run folder or model.pt."""
-    import hashlib
-    import zipfile
-
-    path = Path(model_path)
-    if path.is_dir():
-        path = path / "saved_model.pt"
-    if path.suffix == ".zip" and path.is_file():
-        try:
-            with zipfile.ZipFile(path) as zf, zf.open("saved_model.pt") as fh:
-                digest = hashlib.sha256()
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
-                return digest.hexdigest()
-        except (KeyError, zipfile.BadZipFile):
-            return None
-    return file_sha256(path) if path.name == "saved_model.pt" and path.is_file() else None
 
 
 def model_score(model_path: str | Path) -> dict[str, Any] | None:
@@ -63,7 +33,7 @@ def model_score(model_path: str | Path) -> dict[str, Any] | None:
 
     For a TorchScript model, lines recorded for another model file (a different ``model_sha256``) are
     skipped: the folder may hold a newer model than the one that was scored."""
-    sha = torchscript_sha256(model_path)
+    sha = saved_model_sha256(model_path)
     for place in leaderboard_files(model_path):
         records = read_records(place)
         if sha is not None:

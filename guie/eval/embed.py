@@ -15,8 +15,6 @@ is an error (the host would have failed on it too).
 """
 from __future__ import annotations
 
-import tempfile
-import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,15 +24,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from guie.artifacts import CHECKPOINT, TAKES_EVAL_MODEL, identify, load_torchscript
 from guie.data.images import load_rgb
 from guie.data.records import unique_name
 from guie.errors import GuieError
 from guie.features.forward import UNREADABLE, decode_workers, forward_images
 from guie.model.backbone import resolve_device
-from guie.model.model_file import MODEL_FILENAME, read_model_file
-
-SAVED_MODEL = "saved_model.pt"
-GENERIC_NAMES = {MODEL_FILENAME, SAVED_MODEL, "submission.zip"}
+from guie.model.model_file import read_model_file
 
 
 @dataclass(frozen=True)
@@ -50,41 +46,13 @@ class ModelRef:
         return {"name": self.name, "path": self.source, "kind": self.kind}
 
 
-def is_torchscript_file(path: Path) -> bool:
-    """TorchScript archives hold ``constants.pkl`` and a ``code/`` folder; torch.save files do not."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as zf:
-        return any(n.endswith("/constants.pkl") or "/code/" in n for n in zf.namelist())
-
-
 def resolve_model(arg: str | Path) -> ModelRef:
-    """Work out what ``arg`` is: a run folder, a model.pt, a saved_model.pt or a submission.zip."""
-    path = Path(arg)
-    hint = "pass a guie-train run folder, its model.pt, a TorchScript saved_model.pt or a submission.zip"
-    if path.is_dir():
-        name = path.resolve().name
-        if (path / MODEL_FILENAME).is_file():
-            return ModelRef(name, path / MODEL_FILENAME, "eager", str(arg))
-        if (path / SAVED_MODEL).is_file():
-            return ModelRef(name, path / SAVED_MODEL, "torchscript", str(arg))
-        raise GuieError(f"no {MODEL_FILENAME} or {SAVED_MODEL} in {str(arg)!r}; {hint}")
-    if not path.is_file():
-        raise GuieError(f"model {str(arg)!r} does not exist; {hint}")
-    name = path.resolve().parent.name if path.name in GENERIC_NAMES else path.stem
-    if path.suffix == ".zip":
-        try:
-            with zipfile.ZipFile(path) as zf:
-                names = zf.namelist()
-        except zipfile.BadZipFile:
-            raise GuieError(f"{str(arg)!r} is not a readable zip file; {hint}") from None
-        if SAVED_MODEL not in names:
-            raise GuieError(f"{str(arg)!r} holds no {SAVED_MODEL} at its root (found: {', '.join(names[:5]) or 'nothing'}); "
-                            f"a submission.zip must hold {SAVED_MODEL} at its root")
-        return ModelRef(name, path, "torchscript", str(arg))
-    if is_torchscript_file(path):
-        return ModelRef(name, path, "torchscript", str(arg))
-    return ModelRef(name, path, "eager", str(arg))
+    """The ModelRef of ``arg``: what it is comes from ``guie.artifacts.identify`` (a run folder or its
+    model.pt: eager; a saved_model.pt, a submission.zip or an export folder: torchscript). Raises its
+    GuieError for anything else."""
+    artifact = identify(arg, TAKES_EVAL_MODEL)
+    kind = "eager" if artifact.model_kind == CHECKPOINT else "torchscript"
+    return ModelRef(artifact.name, artifact.model_file, kind, str(arg))
 
 
 def resolve_models(args: Sequence[str | Path]) -> list[ModelRef]:
@@ -154,24 +122,10 @@ def _embed_eager_group(refs: list[ModelRef], paths: Sequence[str], device: torch
     return out
 
 
-def load_torchscript(ref: ModelRef, device: torch.device) -> torch.jit.ScriptModule:
-    """``torch.jit.load`` the saved_model.pt (out of its submission.zip when zipped), on ``device``."""
-    try:
-        if ref.path.suffix == ".zip":
-            with tempfile.TemporaryDirectory(prefix="guie-eval-") as tmp, zipfile.ZipFile(ref.path) as zf:
-                module = torch.jit.load(zf.extract(SAVED_MODEL, tmp), map_location="cpu")
-        else:
-            module = torch.jit.load(str(ref.path), map_location="cpu")
-    except Exception as exc:  # noqa: BLE001 - torch reports foreign or newer-format files many ways
-        raise GuieError(f"cannot load {ref.source!r} with torch.jit.load ({type(exc).__name__}: "
-                        f"{str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ''}); pass a TorchScript "
-                        "saved_model.pt (made by this or an older torch)") from None
-    return module.eval().to(device)
-
-
 def _embed_torchscript(ref: ModelRef, paths: Sequence[str], device: torch.device, workers: int,
                        bad: dict[int, str], warnings: list[str]) -> np.ndarray:
-    module = load_torchscript(ref, device)
+    module = load_torchscript(ref.path, device, shown_as=repr(ref.source),
+                              fix="pass a TorchScript saved_model.pt made by this or an older torch")
     rows: dict[int, np.ndarray] = {}
     dim: int | None = None
     loader = DataLoader(HostImageDataset(paths), batch_size=None, num_workers=workers, shuffle=False)

@@ -8,10 +8,8 @@ the torch running guie.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import re
 import subprocess
 import tempfile
 import time
@@ -20,6 +18,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from guie.artifacts import (
+    SUBMISSION,
+    TAKES_TORCHSCRIPT,
+    VERIFY_REPORT,
+    extract_saved_model,
+    friendly_load_error,
+    identify,
+    load_torchscript,
+    read_report,
+)
 from guie.errors import GuieError
 from guie.export.torch_envs import ensure_env, parse_release, resolve_versions
 from guie.fileio import file_sha256, write_json
@@ -30,14 +38,6 @@ RUNNER = Path(__file__).with_name("compat_runner.py")
 HOST_SIZES = [(7, 5), (31, 64), (224, 224), (500, 300), (1200, 37)]
 BATCH = (4, 97, 131)  # plus one batch of 4, for files used outside the host
 MATCH_LIMIT = 1e-4
-
-
-def friendly_load_error(text: str) -> str:
-    """torch's load errors without the internal-assert preamble: 'Attempted to read a PyTorch file with
-    version 10, but the maximum supported version for reading is 9' instead of an INTERNAL ASSERT line."""
-    m = re.search(r"Attempted to read a PyTorch file with version \d+, but the maximum supported version "
-                  r"for reading is \d+", text)
-    return f"RuntimeError: {m[0]}" if m else text
 
 
 def host_cases(seed: int = 0) -> list[Any]:
@@ -133,12 +133,10 @@ def check_file(file: str | Path, versions: list[str], python: str | None = None,
     if device == "cuda" and not torch.cuda.is_available():
         raise GuieError(f"--device cuda needs a CUDA device, and this torch {torch.__version__} sees none; run "
                         "guie-compat on a machine with a GPU, or leave --device at cpu")
-    path = resolve_model_file(Path(file))
-    problem = not_torchscript(path)
-    if problem:
-        raise GuieError(problem)
+    artifact = identify(file, TAKES_TORCHSCRIPT)
+    path = artifact.model_file
     with tempfile.TemporaryDirectory(prefix="guie-compat-") as tmp:
-        model_path = unpack_submission(path, Path(tmp)) if path.suffix == ".zip" else path
+        model_path = extract_saved_model(path, Path(tmp)) if artifact.model_kind == SUBMISSION else path
         log(f"checking {path} in torch {', '.join(versions)} ({device}); reference: this torch {torch.__version__}")
         log(TABLE_HEADER)
         rows = run_matrix(model_path, versions, python, device, log, shown_as=path)
@@ -161,17 +159,15 @@ def run_matrix(model_path: Path, versions: list[str], python: str | None = None,
 
     with tempfile.TemporaryDirectory(prefix="guie-compat-") as tmp:
         cases = host_cases()
+        fix = "nothing to compare against: export it again with guie-export"
+        local = load_torchscript(model_path, shown_as=shown_as, fix=fix)
         try:
-            from guie.export.portable import quiet_jit
-
-            with quiet_jit():
-                local = torch.jit.load(str(model_path), map_location="cpu")
             with torch.no_grad():
                 reference = [local(x).float() for x in cases]
-        except Exception as exc:  # noqa: BLE001 - torch reports unreadable files many ways
-            first = friendly_load_error((str(exc).strip().splitlines() or [type(exc).__name__])[0])
-            raise GuieError(f"{shown_as or model_path} does not load or run in this torch {torch.__version__} "
-                            f"({first[:300]}); nothing to compare against: export it again with guie-export") from None
+        except Exception as exc:  # noqa: BLE001 - TorchScript raises RuntimeError subclasses for anything
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise GuieError(f"{shown_as or model_path} loads but does not run on the host's images in this torch "
+                            f"{torch.__version__} ({first[:300]}); {fix}") from None
         cases_file = write_cases(cases, Path(tmp))
         rows = []
         for version in versions:
@@ -185,55 +181,6 @@ def run_matrix(model_path: Path, versions: list[str], python: str | None = None,
                                       round(result["load_seconds"] + result["run_seconds"], 2)))
             log(format_row(rows[-1]))
     return rows
-
-
-def not_torchscript(path: Path) -> str | None:
-    """Why ``path`` (a .pt, a .pt2 or a submission.zip) is not a TorchScript submission file, or None."""
-    import zipfile
-
-    if not zipfile.is_zipfile(path):
-        return f"{path} is not a TorchScript file (not a zip archive); pass the saved_model.pt guie-export wrote"
-    with zipfile.ZipFile(path) as zf:
-        names = zf.namelist()
-    if path.suffix == ".zip":
-        if "saved_model.pt" not in names:
-            return f"{path} has no saved_model.pt at its root (found: {', '.join(names[:5]) or 'nothing'})"
-        return None
-    if any("/code/" in name for name in names):
-        return None
-    if path.suffix == ".pt2" or any(name.endswith(".json") and "model" in name for name in names):
-        return (f"{path} is a torch.export program (--program), not TorchScript: it loads with torch.export.load in "
-                "the torch that made it or newer; export with --torchscript for other releases")
-    return (f"{path} is a torch checkpoint (torch.save), not TorchScript (torch.jit.save); export the run with "
-            "guie-export and check its saved_model.pt")
-
-
-def resolve_model_file(path: Path) -> Path:
-    """FILE itself, or the saved_model.pt / submission.zip inside an export folder."""
-    if path.is_dir():
-        for name in ("saved_model.pt", "submission.zip"):
-            if (path / name).is_file():
-                return path / name
-        hint = f" (a run folder: its export is {path / 'export'})" if (path / "export" / "saved_model.pt").is_file() else ""
-        raise GuieError(f"{path} holds no saved_model.pt or submission.zip{hint}; pass the file or an export folder")
-    if not path.is_file():
-        raise GuieError(f"{path} does not exist; pass a saved_model.pt, a submission.zip or an export folder")
-    return path
-
-
-def unpack_submission(zip_path: Path, folder: Path) -> Path:
-    """saved_model.pt out of a submission.zip (the host's layout); GuieError if it is not there."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(zip_path) as zf:
-            if "saved_model.pt" not in zf.namelist():
-                raise GuieError(f"{zip_path} has no saved_model.pt at its root (found: "
-                                f"{', '.join(zf.namelist()[:5]) or 'nothing'}); make it with guie-export")
-            zf.extract("saved_model.pt", folder)
-    except zipfile.BadZipFile:
-        raise GuieError(f"{zip_path} is not a zip file; pass a submission.zip made by guie-export") from None
-    return folder / "saved_model.pt"
 
 
 def format_row(row: CompatRow) -> str:
@@ -260,22 +207,18 @@ def record_results(model: Path, rows: list[CompatRow], exporting_torch: str, bes
     Returns the merged record."""
     sha = file_sha256(model)
     record_file = compat_record_path(sha)
-    record: dict[str, Any] = {"sha256": sha, "reference_torch": exporting_torch, "limit": MATCH_LIMIT, "checks": []}
-    if record_file.is_file():
-        with contextlib.suppress(ValueError, OSError):
-            record = json.loads(record_file.read_text())
+    record: dict[str, Any] = read_report(record_file) or {"sha256": sha, "reference_torch": exporting_torch,
+                                                          "limit": MATCH_LIMIT, "checks": []}
     fresh = [r.to_dict() for r in rows]
     keys = {(r["torch"], r["device"]) for r in fresh}
     record["checks"] = [c for c in record.get("checks", []) if (c["torch"], c["device"]) not in keys] + fresh
     record["checks"].sort(key=lambda c: (parse_release(c["torch"]), c["device"]))
     write_json(record_file, record)
-    verify = (beside or model.parent) / "verify.json"
-    if verify.is_file():
-        with contextlib.suppress(ValueError, OSError):
-            report = json.loads(verify.read_text())
-            if report.get("sha256") == sha:
-                report["compat"] = record["checks"]
-                write_json(verify, report)
+    verify = (beside or model.parent) / VERIFY_REPORT
+    report = read_report(verify)
+    if report.get("sha256") == sha:
+        report["compat"] = record["checks"]
+        write_json(verify, report)
     return record
 
 
@@ -284,14 +227,10 @@ def checked_versions(model: Path) -> list[dict[str, Any]]:
     and the record kept by hash. Each is a dict with torch, device, loads, passed, max_abs_diff."""
     sha = file_sha256(model)
     checks: dict[tuple[str, str], dict[str, Any]] = {}
-    sources = [compat_record_path(sha), model.parent / "verify.json"]
-    for source in sources:
-        if not source.is_file():
+    for source, key in ((compat_record_path(sha), "checks"), (model.parent / VERIFY_REPORT, "compat")):
+        data = read_report(source)
+        if data.get("sha256") != sha:
             continue
-        with contextlib.suppress(ValueError, OSError):
-            data = json.loads(source.read_text())
-            if data.get("sha256") != sha:
-                continue
-            for check in data.get("checks" if source.name != "verify.json" else "compat", []) or []:
-                checks[(check["torch"], check["device"])] = check
+        for check in data.get(key) or []:
+            checks[(check["torch"], check["device"])] = check
     return sorted(checks.values(), key=lambda c: (parse_release(c["torch"]), c["device"]))

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from guie.artifacts import RUN_CONFIG
 from guie.data import load_source
 from guie.data.images import load_rgb
 from guie.errors import GuieError
@@ -58,9 +59,9 @@ def fit_pca(z: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray, float]:
 
 def fitting_images(run: Path, n: int, seed: int) -> list[str]:
     """A seeded sample of the run's training images (from its config.json data sources)."""
-    config = run / "config.json" if run.is_dir() else run.parent / "config.json"
+    config = (run if run.is_dir() else run.parent) / RUN_CONFIG
     if not config.is_file():
-        raise GuieError(f"{str(run)!r} has no config.json to find its training images; pass run folders")
+        raise GuieError(f"{str(run)!r} has no {RUN_CONFIG} to find its training images; pass run folders")
     specs = json.loads(config.read_text())["data"]
     paths = sorted({r.path for spec in specs for r in load_source(spec).records if r.split == "train"})
     random.Random(seed).shuffle(paths)

@@ -11,20 +11,18 @@ from typing import Any
 
 import torch
 
+from guie.artifacts import SAVED_MODEL, SAVED_PROGRAM, SUBMISSION_ZIP, VERIFY_REPORT
 from guie.errors import GuieError
 from guie.fileio import file_sha256, output_folder, write_json
 from guie.version import __version__
 
-MODEL_NAME = "saved_model.pt"
-ZIP_NAME = "submission.zip"
-PROGRAM_NAME = "saved_model.pt2"
 FORMATS = ("torchscript", "program")
 
 
 def write_submission_zip(model_file: Path, zip_path: Path) -> None:
     """submission.zip holding ``saved_model.pt`` at its root and nothing else (the host's layout)."""
     with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_STORED) as zf:
-        zf.write(model_file, arcname=MODEL_NAME)
+        zf.write(model_file, arcname=SAVED_MODEL)
 
 
 def export_run(model: str | Path, out_dir: str | Path, *, fp16: bool = False, fmt: str = "torchscript",
@@ -99,35 +97,35 @@ def _write_verified(eager: torch.nn.Module, embedder: Any, info: dict[str, Any],
     tmp = Path(tempfile.mkdtemp(prefix=".guie-export-", dir=out))
     try:
         if fmt == "torchscript":
-            name = MODEL_NAME
+            name = SAVED_MODEL
             scripted = script(eager)
             portability = host_portability(scripted, save_portable(scripted, tmp / name))
             if not portability["loads_in_1_11"]:
                 log(f"warning: this file will not load in PyTorch 1.11 (the GUIE host): {portability['reason']}")
         else:
-            name = PROGRAM_NAME
+            name = SAVED_PROGRAM
             export_program(eager, tmp / name)
         checks = verify_export(tmp / name, eager, embedder, info, log, measure_speed=measure_speed,
                                reference=reference)
         if fmt == "torchscript":
             checks["host_portability"] = portability
             checks["compat"] = check_releases(tmp / name, check_torch or [], log)
-            write_submission_zip(tmp / name, tmp / ZIP_NAME)
+            write_submission_zip(tmp / name, tmp / SUBMISSION_ZIP)
         report = {
             "format": fmt, "file": name, "file_size_bytes": (tmp / name).stat().st_size,
             "sha256": file_sha256(tmp / name), "torch_version": torch.__version__, "guie_version": __version__,
             "source": source, "preprocess": info, **checks,
         }
-        for produced in (name, ZIP_NAME):
+        for produced in (name, SUBMISSION_ZIP):
             if (tmp / produced).exists():
                 os.replace(tmp / produced, out / produced)
-        write_json(out / "verify.json", report)
+        write_json(out / VERIFY_REPORT, report)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     size_mb = report["file_size_bytes"] / 2**20
     speed = report.get("images_per_s")
-    log(f"wrote {out / name} ({size_mb:.1f} MiB)" + (f", {out / ZIP_NAME}" if fmt == "torchscript" else "")
-        + f", {out / 'verify.json'}" + (f"; {speed['exported']:.0f} img/s exported vs {speed['eager']:.0f} eager "
+    log(f"wrote {out / name} ({size_mb:.1f} MiB)" + (f", {out / SUBMISSION_ZIP}" if fmt == "torchscript" else "")
+        + f", {out / VERIFY_REPORT}" + (f"; {speed['exported']:.0f} img/s exported vs {speed['eager']:.0f} eager "
                                        f"(batch {speed['batch']})" if speed else ""))
     return report
 

@@ -30,7 +30,6 @@ file in real older releases.
 import contextlib
 import copy
 import re
-import warnings
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from guie.artifacts import file_format_version, quiet_jit
 from guie.errors import GuieError
 
 # The newest operator version PyTorch 1.11 reads (its kMaxSupportedFileFormatVersion).
@@ -217,16 +217,6 @@ def portable_functionals() -> Iterator[None]:
         F.pad = original
 
 
-@contextlib.contextmanager
-def quiet_jit() -> Iterator[None]:
-    """Silence torch's "torch.jit.* is deprecated" FutureWarnings: TorchScript is the format the host
-    loads, on purpose, and the warning would only confuse the user reading guie's output."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated", category=FutureWarning)
-        warnings.filterwarnings("ignore", message=r".*TorchScript.*deprecated")
-        yield
-
-
 def script_portable(module: nn.Module) -> torch.jit.ScriptModule:
     """``torch.jit.script`` of ``make_portable(module)`` with the portable functionals in place."""
     portable = make_portable(module)
@@ -324,23 +314,6 @@ def strip_debug_records(path: Path) -> None:
                 continue
             dst.writestr(info.filename, src.read(info), compress_type=zipfile.ZIP_STORED)
     tmp.replace(path)
-
-
-def file_format_version(path: Path) -> int | None:
-    """The archive's file-format version (``<root>/.data/version``, or ``<root>/version`` in files from
-    torch before 1.13). It is the highest operator version in the graph: PyTorch 1.11 reads up to 9.
-    None when the archive has no version record. Raises GuieError when ``path`` is not a zip archive."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            for name in zf.namelist():
-                parts = name.split("/")
-                if parts[-1] == "version" and (len(parts) == 2 or (len(parts) == 3 and parts[1] == ".data")):
-                    return int(zf.read(name).decode().strip())
-    except zipfile.BadZipFile:
-        raise GuieError(f"{path} is not a TorchScript archive (not a zip file); export it with guie-export") from None
-    except ValueError:
-        raise GuieError(f"{path} has an unreadable version record; export it again with guie-export") from None
-    return None
 
 
 def save_portable(scripted: torch.jit.ScriptModule, path: Path) -> int | None:

@@ -111,10 +111,9 @@ def load_exported(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
     """The saved module, loaded the way a user without guie would."""
     if path.suffix == ".pt2":
         return torch.export.load(str(path)).module()
-    from guie.export.portable import quiet_jit
+    from guie.artifacts import load_torchscript
 
-    with quiet_jit():
-        return torch.jit.load(str(path), map_location="cpu")
+    return load_torchscript(path)
 
 
 def verify_export(path: Path, eager: torch.nn.Module, embedder: Embedder | None, info: dict[str, Any],
@@ -178,7 +177,7 @@ def verify_export(path: Path, eager: torch.nn.Module, embedder: Embedder | None,
         "max_abs_diff_vs_open_clip_pil_pipeline": pil_diff,
     }
     if path.suffix != ".pt2":
-        from guie.export.portable import file_format_version
+        from guie.artifacts import file_format_version
 
         report["torchscript_file_version"] = file_format_version(path)
     if measure_speed:

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from guie.artifacts import TAKES_RUN, identify
 from guie.errors import GuieError
 from guie.fileio import torch_save
 from guie.model.backbone import BackboneSpec
@@ -13,7 +14,6 @@ from guie.model.heads import MarginHead
 from guie.model.projection import Projection
 
 MODEL_FORMAT = "guie-model/1"
-MODEL_FILENAME = "model.pt"
 
 
 def save_model_file(path: str | Path, *, backbone: BackboneSpec, preprocess_cfg: dict[str, Any],
@@ -39,15 +39,11 @@ def save_model_file(path: str | Path, *, backbone: BackboneSpec, preprocess_cfg:
 
 
 def read_model_file(path: str | Path) -> dict[str, Any]:
-    """Load a model.pt (or the one inside a run folder), refusing missing or foreign files clearly."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / MODEL_FILENAME
-        if not path.is_file():
-            raise GuieError(f"no {MODEL_FILENAME} in {str(path.parent)!r}; pass a finished guie-train run folder "
-                            "(a killed run finishes with guie-train --resume --out RUN)")
-    if not path.is_file():
-        raise GuieError(f"model file {str(path)!r} does not exist; pass a guie-train run folder or its model.pt")
+    """Load a model.pt (or the one inside a run folder), refusing missing or foreign files clearly.
+
+    The path is resolved by ``guie.artifacts.identify`` (what a run folder and a checkpoint are);
+    the format check is this stage's own. Raises GuieError in one line."""
+    path = identify(path, TAKES_RUN).model_file
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for foreign or truncated files

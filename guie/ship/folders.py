@@ -14,7 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from guie.artifacts import (
+    DATASET_DIR,
+    DATASET_METADATA,
+    EXPORT_DIR,
+    KERNEL_DIR,
+    KERNEL_METADATA,
+    MODEL_CARD,
+    SAVED_MODEL,
+    VERIFY_REPORT,
+)
 from guie.errors import GuieError
+from guie.export.file_facts import file_facts
 from guie.fileio import file_sha256, output_folder, write_json, write_text
 from guie.ship.kaggle_ids import (
     GUIE_COMPETITION,
@@ -28,17 +39,12 @@ from guie.ship.kaggle_ids import (
     parse_kernel_id,
     title_from_slug,
 )
-from guie.ship.metadata import DATASET_METADATA, KERNEL_METADATA
-from guie.ship.notebook import MODEL_FILENAME, build_notebook, write_notebook
+from guie.ship.notebook import build_notebook, write_notebook
 from guie.ship.source import ModelSource, resolve_source
 from guie.version import __version__
 
-DATASET_DIR = "dataset"
-KERNEL_DIR = "kernel"
-EXPORT_DIR = "export"
-MODEL_CARD = "README.md"
 DATASET_SUBTITLE = "TorchScript 64-D universal image embedder, packaged by guie"
-_MARKERS = {DATASET_DIR: DATASET_METADATA, KERNEL_DIR: KERNEL_METADATA, EXPORT_DIR: "verify.json"}
+_MARKERS = {DATASET_DIR: DATASET_METADATA, KERNEL_DIR: KERNEL_METADATA, EXPORT_DIR: VERIFY_REPORT}
 
 
 @dataclass(frozen=True)
@@ -129,7 +135,7 @@ def model_card(spec: PackageSpec, source: ModelSource, sha256: str, size: int) -
         "into `submission.zip`.",
         "",
         "## Model",
-        f"- File: `{MODEL_FILENAME}` (TorchScript, {size / 1e6:.1f} MB, sha256 `{sha256}`)",
+        f"- File: `{SAVED_MODEL}` (TorchScript, {size / 1e6:.1f} MB, sha256 `{sha256}`)",
         "- Input: uint8 RGB images `(N, 3, H, W)` of any size (or one `(3, H, W)` image)",
         "- Output: `(N, 64)` float32, L2-normalised (inner product = cosine)",
     ]
@@ -178,7 +184,7 @@ def model_card(spec: PackageSpec, source: ModelSource, sha256: str, size: int) -
         "## Use",
         "```python",
         "import torch",
-        f'model = torch.jit.load("/kaggle/input/{spec.dataset.slug}/{MODEL_FILENAME}", map_location="cpu").eval()',
+        f'model = torch.jit.load("/kaggle/input/{spec.dataset.slug}/{SAVED_MODEL}", map_location="cpu").eval()',
         "x = torch.from_numpy(rgb_uint8_hwc).permute(2, 0, 1).unsqueeze(0)  # (1, 3, H, W) uint8",
         "embedding = model(x)[0]  # 64 float32 values, unit norm",
         "```",
@@ -208,45 +214,33 @@ def _swap_in(new: Path, target: Path, trash: Path) -> None:
 def check_model_file(source: ModelSource, log: Callable[[str], None] = print, shipped: Path | None = None) -> None:
     """Check the file itself, whatever sits beside it: refuse one this torch cannot load, warn when it is
     not known to load in PyTorch 1.11 (the GUIE host's). Fills ``source.file_version`` and
-    ``source.compat`` (the guie-compat checks known for this file: its verify.json's when that
-    describes this very file, and the record kept by its sha256). Raises GuieError on refusal."""
-    import torch
-
-    from guie.export.compat import checked_versions
-    from guie.export.portable import HOST_MAX_FILE_VERSION, file_format_version, quiet_jit
-    from guie.export.torch_envs import HOST_TORCH
-
+    ``source.compat`` (the guie-compat checks known for this file: the export stage's
+    ``file_facts``, plus those of a verify.json beside it that describes this very file). Raises
+    GuieError on refusal."""
     path = source.model_path
-    source.file_version = file_format_version(path)
-    try:
-        with quiet_jit():
-            torch.jit.load(str(path), map_location="cpu")
-    except Exception as exc:  # noqa: BLE001 - torch reports unreadable files many ways
-        from guie.export.compat import friendly_load_error
-
-        first = friendly_load_error((str(exc).strip().splitlines() or [type(exc).__name__])[0])
-        raise GuieError(f"{source.origin} does not load in this torch {torch.__version__} ({first[:200]}); "
-                        "export it again with guie-export and package that") from None
-    sha = file_sha256(path)
-    if source.verify.get("sha256") not in (None, sha):
+    facts = file_facts(path)
+    source.file_version = facts.format_version
+    if facts.load_error is not None:
+        raise GuieError(f"{source.origin} does not load in this torch {facts.torch_version} ({facts.load_error[:200]}); "
+                        "export it again with guie-export and package that")
+    if source.verify.get("sha256") not in (None, facts.sha256):
         log(f"note: the verify.json beside {source.origin} describes another file (sha256 differs); its facts are "
             "left out of the model card")
         source.verify = {}
-    checks = {(c["torch"], c["device"]): c for c in checked_versions(path)}
-    for check in source.verify.get("compat") or []:
-        checks.setdefault((check["torch"], check["device"]), check)
-    source.compat = sorted(checks.values(), key=lambda c: ([int(p) for p in c["torch"].split(".")], c["device"]))
-    host = [c for c in source.compat if c["torch"] == HOST_TORCH]
-    check_command = f"guie-compat {shipped or path} --torch {HOST_TORCH}"
-    if source.file_version is not None and source.file_version > HOST_MAX_FILE_VERSION:
-        log(f"warning: {path.name} has file format version {source.file_version}; PyTorch {HOST_TORCH} (the GUIE "
-            f"host's) reads at most {HOST_MAX_FILE_VERSION}: export it again with this guie (portable by construction)")
-    elif not host:
-        log(f"warning: {path.name} was not checked in PyTorch {HOST_TORCH} (the GUIE host's): run {check_command}")
-    elif not any(c["passed"] for c in host if c["device"] == "cpu"):
-        failed = next(c for c in host if not c["passed"])
+    facts = facts.with_checks(source.verify.get("compat") or [])
+    source.compat = list(facts.checks)
+    host = facts.host_torch
+    check_command = f"guie-compat {shipped or path} --torch {host}"
+    if facts.too_new_for_host:
+        log(f"warning: {path.name} has file format version {facts.format_version}; PyTorch {host} (the GUIE "
+            f"host's) reads at most {facts.host_max_format_version}: export it again with this guie (portable by "
+            "construction)")
+    elif facts.loads_in_host is None:
+        log(f"warning: {path.name} was not checked in PyTorch {host} (the GUIE host's): run {check_command}")
+    elif not facts.loads_in_host:
+        failed = next(c for c in facts.host_checks if not c["passed"])
         problem = failed.get("error") or f"outputs differ by {failed.get('max_abs_diff'):.1e}"
-        log(f"warning: {path.name} fails in PyTorch {HOST_TORCH} (the GUIE host's) on {failed['device']}: {problem}")
+        log(f"warning: {path.name} fails in PyTorch {host} (the GUIE host's) on {failed['device']}: {problem}")
 
 
 def build_package(source: str | Path, spec: PackageSpec, build: str | Path,
@@ -264,11 +258,11 @@ def _build_package(source: str | Path, spec: PackageSpec, build: Path, log: Call
     staging = Path(tempfile.mkdtemp(prefix=".guie-package-", dir=build))
     try:
         model = resolve_source(source, staging, log)
-        check_model_file(model, log, shipped=build / DATASET_DIR / MODEL_FILENAME)
+        check_model_file(model, log, shipped=build / DATASET_DIR / SAVED_MODEL)
         dataset_dir, kernel_dir = staging / DATASET_DIR, staging / KERNEL_DIR
         dataset_dir.mkdir()
-        shutil.copyfile(model.model_path, dataset_dir / MODEL_FILENAME)
-        sha256, size = file_sha256(dataset_dir / MODEL_FILENAME), (dataset_dir / MODEL_FILENAME).stat().st_size
+        shutil.copyfile(model.model_path, dataset_dir / SAVED_MODEL)
+        sha256, size = file_sha256(dataset_dir / SAVED_MODEL), (dataset_dir / SAVED_MODEL).stat().st_size
         card = model_card(spec, model, sha256, size)
         write_text(dataset_dir / MODEL_CARD, card)
         write_json(dataset_dir / DATASET_METADATA, dataset_metadata(spec, card))
@@ -283,7 +277,7 @@ def _build_package(source: str | Path, spec: PackageSpec, build: Path, log: Call
             _swap_in(staging / name, build / name, trash)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    model.model_path = build / DATASET_DIR / MODEL_FILENAME  # the staged original is gone
+    model.model_path = build / DATASET_DIR / SAVED_MODEL  # the staged original is gone
     log(f"dataset folder: {build / DATASET_DIR} ({spec.dataset}, {model.kind} {model.origin}, "
         f"{size / 1e6:.1f} MB)")
     log(f"kernel folder:  {build / KERNEL_DIR} ({spec.kernel}, notebook {spec.code_file}, internet off, "

@@ -38,6 +38,13 @@ from typing import Any
 
 from slugify import slugify
 
+from guie.artifacts import (
+    DATASET_DIR,
+    DATASET_METADATA,
+    KERNEL_DIR,
+    KERNEL_METADATA,
+    OLD_DATASET_METADATA,
+)
 from guie.errors import GuieError
 from guie.ship.kaggle_ids import (
     DATASET_SLUG_LEN,
@@ -48,9 +55,6 @@ from guie.ship.kaggle_ids import (
     KaggleRef,
 )
 
-KERNEL_METADATA = "kernel-metadata.json"
-DATASET_METADATA = "dataset-metadata.json"
-OLD_DATASET_METADATA = "datapackage.json"
 LANGUAGES = ("python", "r", "rmarkdown")
 KERNEL_TYPES = ("script", "notebook")
 BOOL_DEFAULTS = {"is_private": True, "enable_gpu": False, "enable_tpu": False, "enable_internet": True}
@@ -310,7 +314,7 @@ class Build:
 def read_build(build: Path) -> Build:
     """BUILD/dataset and BUILD/kernel read as the client reads them, plus what a competition notebook needs:
     the model dataset attached and internet off. Checked again on every use: they may have been edited."""
-    dataset_dir, kernel_dir = build / "dataset", build / "kernel"
+    dataset_dir, kernel_dir = build / DATASET_DIR, build / KERNEL_DIR
     dataset, kernel = read_dataset_metadata(dataset_dir), read_kernel_metadata(kernel_dir)
     if not kernel.attaches(dataset.ref):
         raise GuieError(f"{KERNEL_METADATA} dataset_sources {kernel.dataset_sources} lacks the model dataset "

@@ -21,10 +21,10 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from guie.artifacts import SAVED_MODEL
 from guie.fileio import write_text
 
 ROOT_ENV = "GUIE_KAGGLE_ROOT"
-MODEL_FILENAME = "saved_model.pt"
 PLACEHOLDER_DATASET = "your-name/guie-model"
 REFERENCE_PATH = Path(__file__).resolve().parents[2] / "notebooks" / "guie-inference.ipynb"
 
@@ -119,7 +119,7 @@ print(f"ok: submission.zip loads; a sample image gives (1, 64) float32 with norm
 '''
 
 
-def build_notebook(dataset_id: str, *, model_file: str = MODEL_FILENAME, export_torch: str | None = None,
+def build_notebook(dataset_id: str, *, model_file: str = SAVED_MODEL, export_torch: str | None = None,
                    ) -> nbformat.NotebookNode:
     """The inference notebook for the model dataset ``dataset_id`` (``owner/slug``)."""
     values = dict(dataset=dataset_id, slug=dataset_id.split("/")[1], model_file=model_file, root_env=ROOT_ENV)

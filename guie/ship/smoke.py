@@ -35,14 +35,20 @@ from typing import Any
 
 import numpy as np
 
+from guie.artifacts import (
+    DATASET_METADATA,
+    KERNEL_DIR,
+    OLD_DATASET_METADATA,
+    SMOKE_DIR,
+    SUBMISSION_ZIP,
+)
 from guie.errors import GuieError
 from guie.fileio import write_json, write_text
-from guie.ship.metadata import DATASET_METADATA, OLD_DATASET_METADATA, read_build
+from guie.ship.metadata import read_build
 from guie.ship.notebook import ROOT_ENV
 
 HOST_CHECK = Path(__file__).with_name("host_check.py")
 INPUT_CHECK = "input-image"  # host_check.py's name for an image it cannot open: the user's file, not the package
-REPORT_DIR = "smoke"
 KERNEL_NAME = "guie-smoke"
 # Never handed to the notebook kernel or the host check: they need no credentials.
 SECRET_ENV = ("KAGGLE_KEY", "KAGGLE_USERNAME", "KAGGLE_API_TOKEN", "KAGGLE_CONFIG_DIR", "WANDB_API_KEY")
@@ -313,7 +319,7 @@ def run_smoke(build: str | Path, *, images: str | Path | None = None, min_mp5: f
                               "kernel": kernel.name, "passed": [], "failed": None}
     if labelled:
         report["unreadable_images"] = [{"path": p, "reason": why} for p, why in labelled.unreadable]
-    report_dir = build / REPORT_DIR
+    report_dir = build / SMOKE_DIR
     work = Path(tempfile.mkdtemp(prefix="guie-smoke-"))
     started = time.perf_counter()
     try:
@@ -323,7 +329,7 @@ def run_smoke(build: str | Path, *, images: str | Path | None = None, min_mp5: f
         run_notebook(nb_path, root, work, timeout, report_dir / "executed.ipynb")
         report["passed"].append("notebook")
         log("ok  notebook: every cell ran")
-        submission = root / "working" / "submission.zip"
+        submission = root / "working" / SUBMISSION_ZIP
         if not submission.is_file():
             raise SmokeFailure("submission-written", "the notebook finished without writing working/submission.zip")
         report["passed"].append("submission-written")
@@ -353,5 +359,5 @@ def run_smoke(build: str | Path, *, images: str | Path | None = None, min_mp5: f
             log(f"kept the emulated tree: {work}")
         else:
             _release(work)
-    log(f"smoke passed: {build / 'kernel'} is ready for: kaggle kernels push -p {build / 'kernel'}")
+    log(f"smoke passed: {build / KERNEL_DIR} is ready for: kaggle kernels push -p {build / KERNEL_DIR}")
     return report

@@ -29,10 +29,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from guie.artifacts import (
+    KERNEL_METADATA,
+    NOTEBOOK_LOG,
+    SAVED_MODEL,
+    SUBMISSION_ZIP,
+    leaderboard_path,
+    saved_model_sha256,
+)
 from guie.errors import GuieError
-from guie.fileio import file_sha256, write_text
+from guie.fileio import write_text
 from guie.leaderboard_log import (
-    LEADERBOARD_FILE,
     append_record,
     read_records,
     score_value,
@@ -40,21 +47,17 @@ from guie.leaderboard_log import (
 )
 from guie.ship.kaggle_ids import GUIE_COMPETITION, check_competition
 from guie.ship.metadata import Build, read_build
-from guie.ship.notebook import MODEL_FILENAME
 from guie.ship.upload import (
     CREDENTIALS_HELP,
-    _call,
-    _one_line,
     build_digest,
+    call_kaggle,
     find_credentials,
     kaggle_client,
+    one_line,
     read_upload_record,
     upload_package,
 )
 
-SUBMISSION_FILE = "submission.zip"  # what the notebook writes to /kaggle/working
-EXPORT_DIR = "export"  # in BUILD: guie-package's export of a run folder SOURCE
-NOTEBOOK_LOG = "notebook.log"  # in BUILD: the log of a failed notebook run
 KERNEL_DONE, KERNEL_FAILED = ("complete",), ("error", "cancel_requested", "cancel_acknowledged")
 SUBMISSION_DONE = ("complete", "error")
 
@@ -108,30 +111,9 @@ def now_utc() -> str:
 # ---- where the scores go ---------------------------------------------------------------------------------------
 
 
-def leaderboard_path(build: str | Path, model_sha256: str | None) -> Path:
-    """leaderboard.jsonl of BUILD: in the run folder BUILD was packaged from, else in BUILD itself.
-
-    guie-package exports a run folder SOURCE into BUILD/export, whose verify.json names the run folder
-    or its model file (``source``) and the exported file's ``sha256``; it counts only when that hash is
-    the packaged model's (an export folder left from an earlier package does not).
-    """
-    build = Path(build)
-    try:
-        verify = json.loads((build / EXPORT_DIR / "verify.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        verify = {}
-    source = verify.get("source") if isinstance(verify, dict) else None
-    if model_sha256 and isinstance(source, str) and verify.get("sha256") == model_sha256:
-        run = Path(source) if Path(source).is_dir() else Path(source).parent
-        if run.is_dir():
-            return run / LEADERBOARD_FILE
-    return build / LEADERBOARD_FILE
-
-
 def model_digest(folders: Build) -> str | None:
     """SHA-256 of the packaged saved_model.pt, or None when BUILD/dataset has none."""
-    path = folders.dataset_dir / MODEL_FILENAME
-    return file_sha256(path) if path.is_file() else None
+    return saved_model_sha256(folders.dataset_dir / SAVED_MODEL)
 
 
 # ---- the notebook run --------------------------------------------------------------------------------------------
@@ -189,11 +171,11 @@ def failing_cell(raw_log: str, cells: list[dict[str, Any]]) -> str:
     errors = [m for m in (_ERROR_LINE.match(line) for line in text.splitlines()) if m]
     error = f"{errors[-1].group(1)}: {errors[-1].group(2).strip()}".rstrip(": ") if errors else None
     if where and error:
-        return f"{where} raised {_one_line(error)}"
+        return f"{where} raised {one_line(error)}"
     if where:
         return f"{where} failed"
     if error:
-        return f"the notebook raised {_one_line(error)}"
+        return f"the notebook raised {one_line(error)}"
     return "the log names no failing cell"
 
 
@@ -201,9 +183,9 @@ def fetch_log(api: Any, kernel: str) -> str:
     """The notebook version's log: ``kernels_logs`` where the client has it, else the log that
     ``kernels_output`` saves (its file pattern matching no output file, so nothing else downloads)."""
     if hasattr(api, "kernels_logs"):
-        return str(_call(f"the log of notebook {kernel}", api.kernels_logs, kernel) or "")
+        return str(call_kaggle(f"the log of notebook {kernel}", api.kernels_logs, kernel) or "")
     with tempfile.TemporaryDirectory(prefix="guie-log-") as tmp:
-        files, _ = _call(f"the log of notebook {kernel}", api.kernels_output, kernel, tmp, file_pattern=r"^$")
+        files, _ = call_kaggle(f"the log of notebook {kernel}", api.kernels_output, kernel, tmp, file_pattern=r"^$")
         logs = [Path(f) for f in files if str(f).endswith(".log")]
         return logs[0].read_text(encoding="utf-8", errors="replace") if logs else ""
 
@@ -214,7 +196,7 @@ def wait_for_notebook(api: Any, folders: Build, kernel: str, waiter: Waiter, log
     error (the log saved to BUILD/notebook.log), or when ``waiter``'s time runs out."""
     last = None
     while True:
-        response = _call(f"the status of notebook {kernel}", api.kernels_status, kernel)
+        response = call_kaggle(f"the status of notebook {kernel}", api.kernels_status, kernel)
         status = status_name(getattr(response, "status", response))
         if status != last:
             log(f"notebook {kernel}: {status} ({waiter.elapsed:.0f} s)")
@@ -222,7 +204,7 @@ def wait_for_notebook(api: Any, folders: Build, kernel: str, waiter: Waiter, log
         if status in KERNEL_DONE:
             return
         if status in KERNEL_FAILED:
-            message = _one_line(getattr(response, "failure_message", None) or "")
+            message = one_line(getattr(response, "failure_message", None) or "")
             raw = fetch_log(api, kernel)
             cell = failing_cell(raw, _notebook_cells(folders)) if raw else "Kaggle sent no log"
             saved = ""
@@ -242,7 +224,7 @@ def wait_for_notebook(api: Any, folders: Build, kernel: str, waiter: Waiter, log
 
 def find_submission(api: Any, competition: str, ref: Any) -> Any | None:
     """Our submission in the competition's latest submissions (``competition_submissions``), or None."""
-    submissions = _call(f"the submissions to {competition}", api.competition_submissions, competition) or []
+    submissions = call_kaggle(f"the submissions to {competition}", api.competition_submissions, competition) or []
     return next((s for s in submissions if s is not None and str(getattr(s, "ref", "")) == str(ref)), None)
 
 
@@ -253,7 +235,7 @@ def submission_changes(submission: Any) -> dict[str, Any]:
                                "public_score": score_value(getattr(submission, "public_score", None)),
                                "private_score": score_value(getattr(submission, "private_score", None))}
     if changes["status"] == "error":
-        changes["error"] = _one_line(getattr(submission, "error_description", None) or "no description")
+        changes["error"] = one_line(getattr(submission, "error_description", None) or "no description")
     return changes
 
 
@@ -296,7 +278,7 @@ def _signed_in(log: Callable[[str], None]) -> Any:
 def _kernel_ref(folders: Build) -> str:
     kernel = folders.kernel.id or ""
     if kernel.count("/") != 1:
-        raise GuieError(f"kernel-metadata.json id {kernel or folders.kernel.name!r} must be OWNER/SLUG for a "
+        raise GuieError(f"{KERNEL_METADATA} id {kernel or folders.kernel.name!r} must be OWNER/SLUG for a "
                         "code submission; rebuild the folders with guie-package")
     return kernel
 
@@ -351,13 +333,13 @@ def submit_build(build: str | Path, *, competition: str = GUIE_COMPETITION, mess
     versioned = f"{kernel}/{version}" if version else kernel
     wait_for_notebook(api, folders, versioned, waiter, log, build)
 
-    log(f"submitting {SUBMISSION_FILE} of notebook {versioned} to {competition}")
-    response = _call(f"submitting notebook {versioned} to {competition}", api.competition_submit_code,
-                     SUBMISSION_FILE, message or f"guie-submit {versioned}", competition, kernel=kernel,
+    log(f"submitting {SUBMISSION_ZIP} of notebook {versioned} to {competition}")
+    response = call_kaggle(f"submitting notebook {versioned} to {competition}", api.competition_submit_code,
+                     SUBMISSION_ZIP, message or f"guie-submit {versioned}", competition, kernel=kernel,
                      kernel_version=version, quiet=True)
     ref = getattr(response, "ref", None)
     if not ref:
-        reason = _one_line(getattr(response, "message", None) or getattr(response, "error", None) or "no reason given")
+        reason = one_line(getattr(response, "message", None) or getattr(response, "error", None) or "no reason given")
         raise GuieError(f"Kaggle did not accept the submission of notebook {versioned} to {competition}: {reason}")
     record = {"competition": competition, "kernel": kernel, "kernel_version": version, "submission_ref": ref,
               "submitted_at": now_utc(), "status": "pending", "public_score": None, "private_score": None,

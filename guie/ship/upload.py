@@ -21,12 +21,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from guie.artifacts import DATASET_DIR, KERNEL_DIR, UPLOAD_RECORD, read_report
 from guie.errors import GuieError
 from guie.fileio import file_sha256, write_json
 from guie.ship.kaggle_ids import KaggleRef
 from guie.ship.metadata import Build, read_build
-
-UPLOAD_RECORD = "uploaded.json"  # in BUILD: what was last uploaded from it, so guie-submit skips a repeat
 
 CREDENTIALS_HELP = (
     "no Kaggle credentials found, nothing was uploaded: create an API token at "
@@ -72,7 +71,8 @@ def find_credentials(env: Mapping[str, str] | None = None) -> str | None:
     return None
 
 
-def _one_line(text: object) -> str:
+def one_line(text: object) -> str:
+    """``text`` as one line of at most 400 characters (runs of white space, newlines included, become one space)."""
     return " ".join(str(text).split())[:400]
 
 
@@ -84,17 +84,19 @@ def api_error(action: str, exc: BaseException) -> GuieError:
         code = exc.response.status_code if exc.response is not None else "?"
         hint = {401: "; the credentials were rejected, renew the token at https://www.kaggle.com/settings/api",
                 403: "; permission denied: is OWNER your Kaggle user name (or one of your organisations)?"}
-        return GuieError(f"Kaggle answered HTTP {code} to {action}: {_one_line(exc)}{hint.get(code, '')}")
+        return GuieError(f"Kaggle answered HTTP {code} to {action}: {one_line(exc)}{hint.get(code, '')}")
     if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
         return GuieError(f"cannot reach Kaggle for {action} ({type(exc).__name__}); check the network and retry")
     if isinstance(exc, ValueError):
-        return GuieError(f"the kaggle client refused {action}: {_one_line(exc)}")
+        return GuieError(f"the kaggle client refused {action}: {one_line(exc)}")
     if isinstance(exc, SystemExit):
         return GuieError(f"the kaggle client stopped during {action} (exit {exc.code}); see its output above")
-    return GuieError(f"{action} failed: {type(exc).__name__}: {_one_line(exc)}")
+    return GuieError(f"{action} failed: {type(exc).__name__}: {one_line(exc)}")
 
 
-def _call(action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def call_kaggle(action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``, a kaggle client call; any exception out of it (SystemExit included) becomes
+    the one-line GuieError of :func:`api_error` for ``action`` ("the status of dataset owner/slug")."""
     try:
         return fn(*args, **kwargs)
     except GuieError:
@@ -110,7 +112,7 @@ def check_response(action: str, response: Any) -> Any:
     error = getattr(response, "error", None)
     status = str(getattr(response, "status", "") or "").lower()
     if error or status == "error":
-        raise GuieError(f"Kaggle refused {action}: {_one_line(error or status)}")
+        raise GuieError(f"Kaggle refused {action}: {one_line(error or status)}")
     return response
 
 
@@ -153,7 +155,7 @@ def wait_until_ready(api: Any, ref: KaggleRef, wait: float, poll: float, log: Ca
     """Poll the dataset's status until ``ready``; fail on ``failed``/``deleted`` or after ``wait`` seconds."""
     start, last = clock(), None
     while True:
-        status = str(_call(f"the status of dataset {ref}", api.dataset_status, str(ref))).lower()
+        status = str(call_kaggle(f"the status of dataset {ref}", api.dataset_status, str(ref))).lower()
         elapsed = clock() - start
         if status != last:
             log(f"dataset {ref}: {status} ({elapsed:.0f} s)")
@@ -173,16 +175,12 @@ def wait_until_ready(api: Any, ref: KaggleRef, wait: float, poll: float, log: Ca
 def build_digest(folders: Build) -> dict[str, dict[str, str]]:
     """SHA-256 of every file of BUILD/dataset and BUILD/kernel, by path inside its folder."""
     return {name: {p.relative_to(folder).as_posix(): file_sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
-            for name, folder in (("dataset", folders.dataset_dir), ("kernel", folders.kernel_dir))}
+            for name, folder in ((DATASET_DIR, folders.dataset_dir), (KERNEL_DIR, folders.kernel_dir))}
 
 
 def read_upload_record(build: Path) -> dict[str, Any]:
     """BUILD/uploaded.json, or {} when absent or unreadable (then everything counts as not uploaded)."""
-    try:
-        record = json.loads((build / UPLOAD_RECORD).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
+    return read_report(build / UPLOAD_RECORD)
 
 
 def upload_package(build: str | Path, *, message: str, public: bool = False, wait: float = 600.0,
@@ -207,18 +205,18 @@ def upload_package(build: str | Path, *, message: str, public: bool = False, wai
     created = not dataset_exists(api, dataset)
     if created:
         log(f"creating dataset {dataset} ({'public' if public else 'private'})")
-        response = _call(f"creating dataset {dataset}", api.dataset_create_new, str(dataset_dir),
+        response = call_kaggle(f"creating dataset {dataset}", api.dataset_create_new, str(dataset_dir),
                          public=public, quiet=False, dir_mode="zip")
     else:
         log(f"dataset {dataset} exists; uploading a new version: {message}")
-        response = _call(f"a new version of dataset {dataset}", api.dataset_create_version, str(dataset_dir),
+        response = call_kaggle(f"a new version of dataset {dataset}", api.dataset_create_version, str(dataset_dir),
                          version_notes=message, quiet=False, dir_mode="zip")
     check_response(f"{'creating' if created else 'versioning'} dataset {dataset}", response)
     dataset_url = getattr(response, "url", None) or f"https://www.kaggle.com/datasets/{dataset}"
     wait_until_ready(api, dataset, wait, poll, log)
 
     log(f"pushing notebook {kernel}")
-    pushed = check_response(f"pushing notebook {kernel}", _call(f"pushing notebook {kernel}", api.kernels_push,
+    pushed = check_response(f"pushing notebook {kernel}", call_kaggle(f"pushing notebook {kernel}", api.kernels_push,
                                                                 str(kernel_dir)))
     kernel_url = getattr(pushed, "url", None) or f"https://www.kaggle.com/code/{kernel}"
     log(f"dataset: {dataset_url}")

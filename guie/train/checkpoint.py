@@ -6,19 +6,19 @@ from typing import Any
 
 import torch
 
+from guie.artifacts import RUN_CHECKPOINT
 from guie.errors import GuieError
 from guie.fileio import torch_save
-from guie.train.run_folder import CHECKPOINT_FILENAME
 
 
 def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
     """Write checkpoint.pt atomically: a kill mid-write leaves the previous checkpoint intact."""
-    torch_save(state, run_dir / CHECKPOINT_FILENAME)
+    torch_save(state, run_dir / RUN_CHECKPOINT)
 
 
 def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
     """The last checkpoint of a run folder, or None when training had not finished an epoch."""
-    path = run_dir / CHECKPOINT_FILENAME
+    path = run_dir / RUN_CHECKPOINT
     if not path.exists():
         return None
     try:

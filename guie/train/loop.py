@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from guie.artifacts import RUN_METRICS
 from guie.distributed import DistContext
 from guie.features.cache import FeatureTable
 from guie.fileio import write_text
@@ -189,7 +190,7 @@ def train_head(views: list[FeatureTable], train_index: np.ndarray, labels: np.nd
             "epoch": epoch + 1, "metrics": history, **({"ema": ema.state_dict()} if ema is not None else {}),
             **(extra_state or {}),
         })
-        write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+        write_text(run_dir / RUN_METRICS, "".join(json.dumps(r) + "\n" for r in history))
         tracker.log(row, step=epoch + 1)
     dist.barrier()
     if ema is not None:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from guie.artifacts import RUN_CLASSES, RUN_CONFIG, RUN_DATA_REPORT, RUN_EVAL, RUN_MODEL
 from guie.config import TrainConfig
 from guie.data import load_source
 from guie.data.records import Record, unique_name
@@ -39,13 +40,13 @@ from guie.model.backbone import (
     resolve_device,
 )
 from guie.model.heads import MarginHead, build_head, parse_margin_schedule
-from guie.model.model_file import MODEL_FILENAME, save_model_file
+from guie.model.model_file import save_model_file
 from guie.model.projection import Projection
 from guie.paths import cache_root
 from guie.retrieval.knn import evaluate_retrieval
 from guie.train.checkpoint import load_checkpoint
 from guie.train.loop import LoopSettings, TrainOutcome, train_head
-from guie.train.run_folder import CONFIG_FILENAME, check_run_dir
+from guie.train.run_folder import check_run_dir
 from guie.train.stage2 import Stage2Settings, embed_through_finetuned_tower, fine_tune
 from guie.train.tracking import Tracker, start_tracking
 from guie.version import __version__
@@ -218,11 +219,11 @@ def _run(cfg: TrainConfig, resume: bool, overwrite: bool, log: Callable[[str], N
                                                   cfg, device, tracker, log)
         if cfg.eval_tasks:
             backbone.release()  # the training backbone is no longer needed; the eval loads the model whole
-            report, summary = task_eval(run_dir / MODEL_FILENAME, cfg, str(device), log)
+            report, summary = task_eval(run_dir / RUN_MODEL, cfg, str(device), log)
             results["tasks"] = report
             tracker.summary(summary)
         results["seconds"] = round(time.perf_counter() - started, 2)
-        write_json(run_dir / "eval.json", results)
+        write_json(run_dir / RUN_EVAL, results)
     finally:
         tracker.finish()
     log(f"run folder: {run_dir}")
@@ -269,7 +270,7 @@ def open_run_folder(cfg: TrainConfig, action: str, resolved: dict[str, Any], log
     if dist.is_main:
         prepare_run_dir(cfg.out, action, log)
         if action != "resume":
-            write_json(run_dir / CONFIG_FILENAME, resolved)
+            write_json(run_dir / RUN_CONFIG, resolved)
     dist.barrier()
     return run_dir
 
@@ -311,12 +312,12 @@ def check_bad_images(records: list[Record], feats: CachedFeatures, source_report
     data_report = {"sources": source_report, "sampling": vars(sampled), "bad_images": len(feats.bad),
                    "bad_image_list": [{"path": records[i].path, "reason": why} for i, why in sorted(feats.bad.items())]}
     if dist.is_main:
-        write_json(run_dir / "data.json", data_report)
+        write_json(run_dir / RUN_DATA_REPORT, data_report)
     if bad_frac > cfg.max_bad_frac:
         raise GuieError(f"{len(feats.bad)} of {len(records)} images ({bad_frac:.1%}) cannot be read, more than "
-                        f"--max-bad-frac {cfg.max_bad_frac}; see {run_dir / 'data.json'}, fix the files or raise the limit")
+                        f"--max-bad-frac {cfg.max_bad_frac}; see {run_dir / RUN_DATA_REPORT}, fix the files or raise the limit")
     if feats.bad:
-        log(f"skipped {len(feats.bad)} unreadable images (listed in {run_dir / 'data.json'})")
+        log(f"skipped {len(feats.bad)} unreadable images (listed in {run_dir / RUN_DATA_REPORT})")
 
 
 @dataclass
@@ -400,11 +401,11 @@ def save_run(run_dir: Path, spec: BackboneSpec, feats: CachedFeatures, projectio
              classes: list[str], cfg: TrainConfig, resolved: dict[str, Any], outcome: TrainOutcome,
              finetuned: dict[str, torch.Tensor] | None) -> None:
     """model.pt (everything evaluation and export need) and classes.json into the run folder."""
-    save_model_file(run_dir / MODEL_FILENAME, backbone=spec, preprocess_cfg=feats.preprocess_cfg,
+    save_model_file(run_dir / RUN_MODEL, backbone=spec, preprocess_cfg=feats.preprocess_cfg,
                     projection=projection.cpu(), head=head.cpu(), head_kind=cfg.head, classes=classes,
                     config=resolved, version=__version__, raw_weights=outcome.raw_weights,
                     backbone_finetuned=finetuned)
-    write_json(run_dir / "classes.json", classes)
+    write_json(run_dir / RUN_CLASSES, classes)
 
 
 def evaluate_holdout(records: list[Record], feats: CachedFeatures, split: TrainingSplit, projection: Projection,

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from guie.artifacts import RUN_CHECKPOINT, RUN_CONFIG, RUN_MODEL, SWEEP_RUN_PREFIX
 from guie.errors import GuieError
 
-CONFIG_FILENAME = "config.json"
-CHECKPOINT_FILENAME = "checkpoint.pt"
-MODEL_FILENAME = "model.pt"  # guie.model.model_file.MODEL_FILENAME (that module imports torch)
-SWEEP_RUN_GLOB = "classes-*"
+SWEEP_RUN_GLOB = f"{SWEEP_RUN_PREFIX}*"
 
 
 def training_started(run_dir: Path) -> bool:
     """True once head training has finished an epoch or the run is complete."""
-    return (run_dir / CHECKPOINT_FILENAME).is_file() or (run_dir / MODEL_FILENAME).is_file()
+    return (run_dir / RUN_CHECKPOINT).is_file() or (run_dir / RUN_MODEL).is_file()
 
 
 def sweep_started(out: Path) -> bool:
@@ -37,8 +35,8 @@ def check_run_dir(out: str, resume: bool, overwrite: bool) -> str:
     """
     run_dir = Path(out)
     if resume:
-        if not (run_dir / CONFIG_FILENAME).is_file():
-            raise GuieError(f"cannot resume: {out!r} is not a guie run folder (no {CONFIG_FILENAME}); "
+        if not (run_dir / RUN_CONFIG).is_file():
+            raise GuieError(f"cannot resume: {out!r} is not a guie run folder (no {RUN_CONFIG}); "
                             "start a new run without --resume")
         return "resume" if training_started(run_dir) else "restart"
     if run_dir.exists() and not run_dir.is_dir():
@@ -48,7 +46,7 @@ def check_run_dir(out: str, resume: bool, overwrite: bool) -> str:
     if training_started(run_dir) and not overwrite:
         raise GuieError(f"run folder {out!r} already exists; pass --resume to continue it, "
                         "--overwrite to replace it, or another --out")
-    if not (run_dir / CONFIG_FILENAME).is_file():
+    if not (run_dir / RUN_CONFIG).is_file():
         raise GuieError(f"refusing to {'--overwrite' if overwrite else 'write into'} {out!r}: it is not a guie run "
-                        f"folder (no {CONFIG_FILENAME}); pass an empty or new --out")
+                        f"folder (no {RUN_CONFIG}); pass an empty or new --out")
     return "overwrite" if training_started(run_dir) else "restart"

@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from guie.artifacts import EXPORT_DIR, KERNEL_DIR, RUN_CONFIG
 from guie.config import TrainConfig
 from guie.errors import GuieError
 
@@ -20,7 +21,7 @@ def run_demo(out_dir: Path, epochs: int = 15, wandb: str = "off", log: Callable[
         raise GuieError(f"{str(out_dir)!r} exists and does not hold an earlier guie demo; pass another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
     marker.write_text("written by guie demo; rerunning the demo replaces this folder's contents\n")
-    run_dir, report_dir, export_dir, build_dir = (out_dir / n for n in ("run", "report", "export", "build"))
+    run_dir, report_dir, export_dir, build_dir = (out_dir / n for n in ("run", "report", EXPORT_DIR, "build"))
 
     from guie.workflows.train_eval import train_and_evaluate
 
@@ -28,7 +29,7 @@ def run_demo(out_dir: Path, epochs: int = 15, wandb: str = "off", log: Callable[
     cfg = TrainConfig(data=["demo:digits"], out=str(run_dir), backbone="guie-tiny", pretrained="none",
                       epochs=epochs, batch_size=128, lr=1e-2, scale=16.0, margin=0.2, eval="holdout",
                       wandb=wandb).validate()
-    train_and_evaluate(cfg, overwrite=(run_dir / "config.json").is_file(), log=log)
+    train_and_evaluate(cfg, overwrite=(run_dir / RUN_CONFIG).is_file(), log=log)
 
     from guie.eval.evaluate import EvalSettings, evaluate
     from guie.eval.report import format_table, write_report
@@ -55,5 +56,5 @@ def run_demo(out_dir: Path, epochs: int = 15, wandb: str = "off", log: Callable[
     log("== 5/5 smoke: the notebook in an emulated /kaggle, submission.zip checked as the host would")
     run_smoke(build_dir, log=log)
     log(f"== done: everything is under {out_dir}/ (run/, report/, export/, build/). The kernel folder "
-        f"{build_dir / 'kernel'} is what `kaggle kernels push -p` takes, once --dataset/--kernel name "
+        f"{build_dir / KERNEL_DIR} is what `kaggle kernels push -p` takes, once --dataset/--kernel name "
         "your Kaggle account (guie-package ... --upload).")

@@ -10,11 +10,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from guie.config import SWEEP_FILENAME, TrainConfig
+from guie.artifacts import RUN_CONFIG, RUN_MODEL, SWEEP_CONFIG, SWEEP_REPORT_DIR, SWEEP_RUN_PREFIX
+from guie.config import TrainConfig
 from guie.errors import GuieError
 from guie.fileio import write_json
-from guie.model.model_file import MODEL_FILENAME
-from guie.train.run_folder import CONFIG_FILENAME, sweep_started
+from guie.train.run_folder import sweep_started
 from guie.workflows.train_eval import train_and_evaluate
 
 
@@ -28,7 +28,7 @@ def run_sweep(cfg: TrainConfig, counts: list[int], resume: bool = False, overwri
     With --resume, finished runs are kept, a killed one continues, missing ones start.
     """
     out = Path(cfg.out)
-    sweep_file = out / SWEEP_FILENAME
+    sweep_file = out / SWEEP_CONFIG
     if sweep_file.exists() and not (resume or overwrite) and sweep_started(out):
         raise GuieError(f"sweep folder {str(out)!r} already exists; pass --resume to continue it, "
                         "--overwrite to replace its runs, or another --out")
@@ -39,13 +39,13 @@ def run_sweep(cfg: TrainConfig, counts: list[int], resume: bool = False, overwri
     write_json(sweep_file, {**cfg.to_dict(), "sweep_classes": counts})
     runs = []
     for n in counts:
-        sub = replace(cfg, classes=n, out=str(out / f"classes-{n}"))
+        sub = replace(cfg, classes=n, out=str(out / f"{SWEEP_RUN_PREFIX}{n}"))
         run_dir = Path(sub.out)
         log(f"== sweep: --classes {n} -> {run_dir}")
-        if resume and (run_dir / MODEL_FILENAME).is_file():
+        if resume and (run_dir / RUN_MODEL).is_file():
             log("finished earlier; kept")
         else:
-            train_and_evaluate(sub, resume=resume and (run_dir / CONFIG_FILENAME).is_file(), overwrite=overwrite, log=log)
+            train_and_evaluate(sub, resume=resume and (run_dir / RUN_CONFIG).is_file(), overwrite=overwrite, log=log)
         runs.append(run_dir)
 
     from guie.eval.evaluate import EvalSettings, evaluate
@@ -55,7 +55,7 @@ def run_sweep(cfg: TrainConfig, counts: list[int], resume: bool = False, overwri
     log(f"== sweep report on {', '.join(tasks)}")
     report = evaluate(runs, tasks, EvalSettings(seed=cfg.seed, batch_size=cfg.extract_batch_size,
                                                  workers=cfg.workers), log=log)
-    paths = write_report(report, out / "report")
+    paths = write_report(report, out / SWEEP_REPORT_DIR)
     log(format_table(report))
     log(f"sweep report: {paths['md']} (chart {paths['png']})")
     return report
