@@ -189,3 +189,30 @@ def test_the_runner_in_torch_1_11(tmp_path):
     assert any(x.numel() > INLINE_VALUES for x in cases)
     (no_pil,) = run_fresh(env.python, path, [ImageInput("img", (str(png(tmp_path / "a.png", (9, 9))),))]).inputs
     assert no_pil.error.stage == "input" and "PIL" in no_pil.error.first_line  # PIL is imported only for images
+
+
+def python_3_7():
+    """A Python 3.7 interpreter (pyenv's, or python3.7 on PATH when it runs), or None."""
+    import shutil
+
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    candidates = sorted(pyenv.glob("3.7.*/bin/python")) + [Path(p) for p in [shutil.which("python3.7")] if p]
+    for exe in candidates:
+        probe = subprocess.run([str(exe), "-c", "import sys; print(sys.version_info[:2] == (3, 7))"],
+                               capture_output=True, text=True)
+        if probe.stdout.strip() == "True":
+            return str(exe)
+    return None
+
+
+def test_the_runner_runs_on_python_3_7(tmp_path):
+    """The oldest Python torch 1.11 has wheels for: the runner runs there up to torch (not installed), and
+    reports that as a load error with the guard in place."""
+    python = python_3_7()
+    if python is None:
+        pytest.skip("no Python 3.7 here")
+    result = run_fresh(python, tmp_path / "model.pt", [TensorInput("x", host_cases()[0])])
+    assert result.python.startswith("3.7.") and result.torch is None
+    assert result.error.stage == "load" and result.error.type == "ModuleNotFoundError"
+    assert "torch" in result.error.first_line
+    assert result.guie_refused
