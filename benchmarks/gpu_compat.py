@@ -24,7 +24,7 @@ def main() -> int:
         print("skipped: no CUDA device (this check needs a GPU)")
         return 0
     warnings.filterwarnings("ignore")
-    from guie.export.compat import host_cases
+    from guie.export.host_images import host_cases
     from guie.export.portable import save_portable, script_portable
     from guie.export.submission_module import EmbeddingCore, SubmissionModule
     from guie.model.backbone import BackboneSpec, load_backbone

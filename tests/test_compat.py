@@ -20,13 +20,8 @@ from torch import nn
 
 from guie.errors import GuieError
 from guie.export.build import build_submission_module
-from guie.export.compat import (
-    HOST_SIZES,
-    MATCH_LIMIT,
-    checked_versions,
-    host_cases,
-    run_matrix,
-)
+from guie.export.compat import MATCH_LIMIT, checked_versions, run_matrix
+from guie.export.host_images import HOST_SIZES, host_cases
 from guie.export.portable import (
     HOST_MAX_FILE_VERSION,
     PortableGELU,
@@ -182,6 +177,43 @@ def test_versions_option():
     assert resolve_versions(["1.11", "2.0.1,1.11.0"]) == ["1.11.0", "2.0.1"]  # canonical, each once
     with pytest.raises(GuieError, match="not a release number"):
         resolve_versions("1.11,banana")
+
+
+def test_release_numbers_are_pep_440_final_releases():
+    from guie.export.torch_envs import canonical_release, parse_release
+
+    # torch.__version__ carries a local build label: it names the release PyPI installs
+    assert parse_release("2.4.1+cpu") == (2, 4, 1) and canonical_release("2.14.1+cu130") == "2.14.1"
+    assert canonical_release(" 2.4 ") == "2.4.0" and parse_release("1.11") < parse_release("1.12.1")
+    for pre, final in (("2.5.0rc1", "2.5.0"), ("2.6.0.dev20241001", "2.6.0"), ("1.11.0.post1", "1.11.0")):
+        with pytest.raises(GuieError, match=rf"torch version '{re.escape(pre)}' is not a final release; .*PyPI.* "
+                                            rf"pass e\.g\. {re.escape(final)}$"):
+            parse_release(pre)
+    for bad in ("1.2.3.4", "2", "1!2.0", ""):
+        with pytest.raises(GuieError, match="is not a release number; pass e.g. 1.11.0 or 2.4.1"):
+            parse_release(bad)
+    assert resolve_versions("2.4.1+cpu,2.4.1") == ["2.4.1"]
+
+
+def test_one_build_at_a_time_per_environment(tmp_path, monkeypatch):
+    """ensure_env waits for the lock another process holds on the environment (filelock), then finds it built."""
+    import threading
+
+    from filelock import FileLock
+
+    monkeypatch.setenv("GUIE_TORCH_ENVS", str(tmp_path))
+    final = tmp_path / "torch-2.0.1-py3.11"
+    (final / "bin").mkdir(parents=True)
+    (final / "bin" / "python").write_text("")
+    (final / "guie-env.json").write_text("{}")
+    found = []
+    with FileLock(str(tmp_path / "torch-2.0.1-py3.11.lock")):
+        waiter = threading.Thread(target=lambda: found.append(ensure_env("2.0.1", log=lambda _: None)))
+        waiter.start()
+        waiter.join(3)
+        assert waiter.is_alive() and found == []  # blocked while the lock is held
+    waiter.join(30)
+    assert [env.path for env in found] == [final]
 
 
 def test_a_release_that_does_not_exist_leaves_nothing_behind(tmp_path, monkeypatch):

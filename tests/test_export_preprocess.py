@@ -7,6 +7,7 @@ from PIL import Image
 import guie.export.build as build
 import guie.export.verify as verify
 from guie.errors import GuieError
+from guie.export.host_images import host_images, photo_like
 from guie.export.submission_module import preprocess
 from guie.model.backbone import eval_transform
 
@@ -76,12 +77,12 @@ def test_a_bilinear_squash_backbone_scripts_and_matches_its_pil_pipeline(trained
     eager, embedder, info = build.build_submission_module(trained_run)
     assert (info["interpolation"], info["resize_mode"]) == ("bilinear", "squash")
     scripted = torch.jit.script(eager)
-    images = verify.sample_images()
+    images = host_images()
     with torch.inference_mode():
         for img in images.values():
             x = img.unsqueeze(0)
             assert (scripted(x) - build.eager_reference(embedder, info, x)).abs().max() <= verify.FP32_LIMIT
-        assert verify.pil_pipeline_diff(embedder, info, images, scripted) < 1e-4
+        assert verify.pil_pipeline_diff(embedder, info, photo_like(images), scripted) < 1e-4
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -99,4 +100,4 @@ def test_the_export_reproduces_open_clips_pil_pipeline(trained_run, tmp_path):
     """The figure guie-export reports next to the gated parity check: on guie-tiny, well under 1e-4."""
     eager, embedder, info = build.build_submission_module(trained_run)
     with torch.inference_mode():
-        assert verify.pil_pipeline_diff(embedder, info, verify.sample_images(), eager) < 1e-4
+        assert verify.pil_pipeline_diff(embedder, info, photo_like(host_images()), eager) < 1e-4

@@ -292,3 +292,54 @@ def test_kaggles_quoted_metadata_example_passes(tmp_path, monkeypatch, images):
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(GuieError, match="must set enable_internet to false"):
         run_smoke(build, log=lambda _: None)
+
+
+class TallFails(sm.ContractModel):
+    """Fine on every photo-like size, raises on an extreme aspect (as a module with a size limit would)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2] > 10 * x.shape[-1]:
+            raise RuntimeError("the image is too tall")
+        return torch.nn.functional.normalize(self.features(x), dim=1)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_host_check_feeds_exports_host_style_images_too(tmp_path, images):
+    """Smoke checks at least what guie-export verified: the same host-style images, as image files."""
+    import numpy as np
+
+    from guie.export.host_images import HOST_SIZES, host_cases
+
+    plan = host_check.host_plan(images.paths, tmp_path / "host-images")
+    cases = host_cases()
+
+    def fed(i):
+        return [torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1) for p in plan.inputs[i].paths]
+
+    assert [tuple(fed(i)[0].shape[1:]) for i in plan.host[:len(HOST_SIZES)]] == HOST_SIZES  # (H, W)
+    singles = plan.host[:len(HOST_SIZES)]
+    assert all(torch.equal(fed(i)[0], case[0]) for i, case in zip(singles, cases[:-1], strict=True))
+    (batch, members), = [(b, m) for b, m in plan.batches if len(plan.inputs[b].paths) == 4]
+    assert torch.equal(torch.stack(fed(batch)), cases[-1]) and members == plan.host[len(HOST_SIZES):]
+
+    # the digits alone are all photo-like: only the host-style 1200x37 image finds this model's limit
+    with pytest.raises(host_check.CheckFailed) as err:
+        host_check.run_checks(str(write_zip(tmp_path, TallFails())), images.paths, [])
+    assert err.value.name == "forward" and err.value.detail.startswith("the model raised on host-style test image "
+                                                                        "(37x1200): ")
+    assert "the image is too tall" in err.value.detail
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_batch_independence_is_checked_without_same_sized_images(tmp_path, images):
+    sizes = {}
+    for path in images.paths:
+        sizes.setdefault(Image.open(path).size, path)
+    distinct = list(sizes.values())[:3]  # three images, no two of one size: only the host-style batch is a batch
+    assert len({Image.open(p).size for p in distinct}) == 3
+    passed: list[str] = []
+    view = host_check.run_checks(str(write_zip(tmp_path, sm.ContractModel())), distinct, passed)
+    assert passed[-2:] == ["batch-independent", "distinct"] and view.embeddings.shape == (3, 64)
+    with pytest.raises(host_check.CheckFailed) as err:
+        host_check.run_checks(str(write_zip(tmp_path / "b", sm.BatchDependent())), distinct, [])
+    assert err.value.name == "batch-independent" and "a batch of 4 images of 131x97" in err.value.detail

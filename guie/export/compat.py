@@ -1,22 +1,20 @@
 """guie-compat: load a submission file in other PyTorch releases, as the host would, and compare outputs.
 
 Each requested torch release gets its own virtual environment (guie.export.torch_envs). The file is
-loaded there with plain ``torch.jit.load`` in a fresh isolated interpreter (``compat_runner.py``,
-which imports nothing but torch), fed uint8 ``(1, 3, H, W)`` images of several sizes one at a
-time and one batch, as the GUIE host fed them, and its outputs are compared with the outputs of
-the torch running guie.
+loaded there with plain ``torch.jit.load`` in a fresh isolated interpreter (guie.export.fresh's
+runner, which imports nothing but torch), fed the host-style images (guie.export.host_images:
+uint8 ``(1, 3, H, W)`` of several sizes one at a time, and one batch), as the GUIE host fed them,
+and its outputs are compared with the outputs of the torch running guie.
 """
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from guie.artifacts import (
     SUBMISSION,
@@ -29,30 +27,12 @@ from guie.artifacts import (
     read_report,
 )
 from guie.errors import GuieError
+from guie.export.fresh import FreshResult, TensorInput, run_fresh
 from guie.export.torch_envs import ensure_env, parse_release, resolve_versions
 from guie.fileio import file_sha256, write_json
 from guie.paths import cache_root
 
-RUNNER = Path(__file__).with_name("compat_runner.py")
-# The host's feeding: one uint8 (1, 3, H, W) image at a time, original sizes from tiny to extreme aspect.
-HOST_SIZES = [(7, 5), (31, 64), (224, 224), (500, 300), (1200, 37)]
-BATCH = (4, 97, 131)  # plus one batch of 4, for files used outside the host
 MATCH_LIMIT = 1e-4
-
-
-def host_cases(seed: int = 0) -> list[Any]:
-    """The host's feeding as uint8 tensors: one ``(1, 3, H, W)`` image per size in HOST_SIZES, then a
-    ``(4, 3, 97, 131)`` batch. Smooth gradients plus noise, like photos; deterministic."""
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-    cases = []
-    for n, h, w in [(1, h, w) for h, w in HOST_SIZES] + [BATCH]:
-        yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
-        base = torch.stack([yy, xx, 1 - (yy + xx) / 2]) * 190
-        noise = torch.rand(n, 3, h, w, generator=g) * 65
-        cases.append((base.unsqueeze(0) + noise).clamp(0, 255).to(torch.uint8))
-    return cases
 
 
 @dataclass
@@ -75,51 +55,34 @@ class CompatRow:
         return asdict(self) | {"passed": self.passed}
 
 
-def run_in_env(env_python: str, model: Path, cases_file: Path, device: str = "cpu",
-               timeout: float = 900) -> dict[str, Any]:
-    """Run compat_runner.py with ``env_python`` in an isolated fresh process; its JSON result."""
-    with tempfile.TemporaryDirectory(prefix="guie-compat-") as tmp:
-        out = Path(tmp) / "result.json"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-        start = time.perf_counter()
-        try:
-            res = subprocess.run([env_python, "-I", str(RUNNER), str(model.resolve()), str(cases_file), str(out), device],
-                                 capture_output=True, text=True, cwd=tmp, env=env, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return {"ok": False, "error": f"no result within {timeout:.0f} s"}
-        if not out.is_file():  # the interpreter died (a C++ assert in an old loader aborts the process)
-            lines = res.stderr.strip().splitlines()
-            reason = next((line.split("what():", 1)[1].strip() for line in lines if "what():" in line),
-                          lines[-1] if lines else f"exit code {res.returncode}")
-            return {"ok": False, "error": f"the process died (exit {res.returncode}): {reason[:200]}; a file plainly "
-                                          "scripted by a newer torch does this: export it again with guie-export"}
-        result = json.loads(out.read_text())
-        result["wall_seconds"] = time.perf_counter() - start
-        return result
+def run_error(result: FreshResult) -> str | None:
+    """Why a release's run does not count as loading and running the file, or None: the load error, a
+    crashed interpreter (with the usual cause), the first input that raised or gave no float32 tensor."""
+    if result.error is not None:
+        if result.error.stage == "died":
+            return (f"{result.error}; a file plainly scripted by a newer torch does this: export it again with "
+                    "guie-export")
+        return str(result.error)
+    for item in result.inputs:
+        if item.error is not None:
+            return str(item.error)
+        for run in item.runs:
+            if not run.is_tensor:
+                return f"RuntimeError: output {run.type}, not a tensor"
+            if run.dtype != "torch.float32":
+                return f"RuntimeError: output dtype {run.dtype}, expected float32"
+    return None
 
 
-def write_cases(cases: list[Any], folder: Path) -> Path:
-    """The cases as raw uint8 files plus a JSON index the runner reads (no numpy or pickle needed there)."""
-    index = []
-    for i, x in enumerate(cases):
-        path = folder / f"case{i}.u8"
-        path.write_bytes(x.contiguous().numpy().tobytes())
-        index.append({"shape": list(x.shape), "file": str(path)})
-    cases_file = folder / "cases.json"
-    cases_file.write_text(json.dumps(index))
-    return cases_file
-
-
-def compare(result: dict[str, Any], reference: list[Any]) -> float:
-    """Largest absolute difference between the runner's outputs and the reference tensors."""
-    import torch
-
+def compare(result: FreshResult, reference: list[Any]) -> float:
+    """Largest absolute difference between the runner's outputs and the reference tensors (inf when a
+    shape differs)."""
     worst = 0.0
-    for got, ref in zip(result["outputs"], reference, strict=True):
-        y = torch.tensor(got["values"], dtype=torch.float32).view(got["shape"])
-        if tuple(y.shape) != tuple(ref.shape):
+    for got, ref in zip(result.inputs, reference, strict=True):
+        y = got.runs[0].values
+        if y is None or tuple(y.shape) != tuple(ref.shape):
             return float("inf")
-        worst = max(worst, float((y - ref).abs().max()))
+        worst = max(worst, float(np.abs(y - ref.detach().cpu().numpy()).max()))
     return worst
 
 
@@ -157,29 +120,31 @@ def run_matrix(model_path: Path, versions: list[str], python: str | None = None,
     """
     import torch
 
-    with tempfile.TemporaryDirectory(prefix="guie-compat-") as tmp:
-        cases = host_cases()
-        fix = "nothing to compare against: export it again with guie-export"
-        local = load_torchscript(model_path, shown_as=shown_as, fix=fix)
-        try:
-            with torch.no_grad():
-                reference = [local(x).float() for x in cases]
-        except Exception as exc:  # noqa: BLE001 - TorchScript raises RuntimeError subclasses for anything
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise GuieError(f"{shown_as or model_path} loads but does not run on the host's images in this torch "
-                            f"{torch.__version__} ({first[:300]}); {fix}") from None
-        cases_file = write_cases(cases, Path(tmp))
-        rows = []
-        for version in versions:
-            env = ensure_env(version, python, log=log)
-            result = run_in_env(env.python, model_path, cases_file, device)
-            py = result.get("python", "?")
-            if not result.get("ok"):
-                rows.append(CompatRow(version, py, device, False, error=friendly_load_error(str(result.get("error")))))
-            else:
-                rows.append(CompatRow(version, py, device, True, compare(result, reference),
-                                      round(result["load_seconds"] + result["run_seconds"], 2)))
-            log(format_row(rows[-1]))
+    from guie.export.host_images import host_cases
+
+    cases = host_cases()
+    fix = "nothing to compare against: export it again with guie-export"
+    local = load_torchscript(model_path, shown_as=shown_as, fix=fix)
+    try:
+        with torch.no_grad():
+            reference = [local(x).float() for x in cases]
+    except Exception as exc:  # noqa: BLE001 - TorchScript raises RuntimeError subclasses for anything
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise GuieError(f"{shown_as or model_path} loads but does not run on the host's images in this torch "
+                        f"{torch.__version__} ({first[:300]}); {fix}") from None
+    plan = [TensorInput(f"host case {tuple(x.shape)}", x) for x in cases]
+    rows = []
+    for version in versions:
+        env = ensure_env(version, python, log=log)
+        result = run_fresh(env.python, model_path, plan, device, timeout=900)
+        py = result.python or "?"
+        problem = run_error(result)
+        if problem is not None:
+            rows.append(CompatRow(version, py, device, False, error=friendly_load_error(problem)))
+        else:
+            rows.append(CompatRow(version, py, device, True, compare(result, reference),
+                                  round(result.load_seconds + result.run_seconds, 2)))
+        log(format_row(rows[-1]))
     return rows
 
 

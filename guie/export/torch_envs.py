@@ -7,17 +7,18 @@ before 1.13 need an older Python, found on PATH or in pyenv (:func:`find_python`
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import re
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from filelock import FileLock
+from packaging.version import InvalidVersion, Version
 
 from guie.errors import GuieError
 from guie.fileio import write_json
@@ -28,16 +29,31 @@ ENV_MARKER = "guie-env.json"
 
 
 def canonical_release(version: str) -> str:
-    """'1.11' -> '1.11.0', ' 2.4.1 ' -> '2.4.1': the form pip installs and torch reports."""
+    """'1.11' -> '1.11.0', ' 2.4.1 ' -> '2.4.1', '2.4.1+cpu' -> '2.4.1': the form pip installs from PyPI."""
     return ".".join(str(n) for n in parse_release(version))
 
 
 def parse_release(version: str) -> tuple[int, int, int]:
-    """'1.11.0' -> (1, 11, 0); a bare '2.4' means 2.4.0. Raises GuieError for anything else."""
-    m = re.fullmatch(r"(\d+)\.(\d+)(?:\.(\d+))?", version.strip())
-    if not m:
-        raise GuieError(f"torch version {version!r} is not a release number; pass e.g. 1.11.0 or 2.4.1")
-    return int(m[1]), int(m[2]), int(m[3] or 0)
+    """'1.11.0' -> (1, 11, 0); a bare '2.4' means 2.4.0; a local build label, as torch.__version__ has it
+    ('2.4.1+cpu', '2.14.1+cu130'), names its release. Parsed as PEP 440 (packaging.version).
+
+    Raises GuieError for anything else: text that is no version, a pre-, post- or dev release (PyPI
+    holds torch's final releases only; nightlies and release candidates live on PyTorch's own index),
+    or more than three numbers.
+    """
+    not_a_release = f"torch version {version!r} is not a release number; pass e.g. 1.11.0 or 2.4.1"
+    try:
+        parsed = Version(version.strip())
+    except InvalidVersion:
+        raise GuieError(not_a_release) from None
+    if parsed.epoch or not 2 <= len(parsed.release) <= 3:
+        raise GuieError(not_a_release)
+    if parsed.is_prerelease or parsed.is_postrelease:
+        final = ".".join(str(n) for n in parsed.release)
+        raise GuieError(f"torch version {version!r} is not a final release; environments are installed from PyPI, "
+                        f"which has torch's final releases only: pass e.g. {final}")
+    major, minor, *patch = parsed.release
+    return major, minor, patch[0] if patch else 0
 
 
 def supported_pythons(version: str) -> list[tuple[int, int]]:
@@ -126,18 +142,6 @@ class TorchEnv:
     path: Path
 
 
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """An exclusive lock beside ``path``, so two processes never build the same environment at once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def ensure_env(version: str, python: str | None = None, log: Callable[[str], None] = print) -> TorchEnv:
     """The environment for torch ``version``, built on first use: venv + ``pip install torch==VERSION``.
 
@@ -151,7 +155,9 @@ def ensure_env(version: str, python: str | None = None, log: Callable[[str], Non
     root = torch_envs_root()
     final = root / f"torch-{version}-py{major}.{minor}"
     env_python = final / "bin" / "python"
-    with _lock(final):
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # beside the environment, so two processes never build it at once (filelock: flock on POSIX, also Windows)
+    with FileLock(str(final.with_name(final.name + ".lock"))):
         if (final / ENV_MARKER).is_file() and env_python.exists():
             return TorchEnv(version, str(env_python), final)
         partial = final.with_name(final.name + ".partial")

@@ -1,12 +1,7 @@
 """Verification of an exported submission file: every check the host's use could break, run at export."""
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
-import tempfile
-import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,71 +12,41 @@ import torch
 
 from guie.errors import GuieError
 from guie.export.build import eager_reference
+from guie.export.fresh import TensorInput, run_fresh
+from guie.export.host_images import EXTREME_ASPECT_SIZES, host_batch, host_images, photo_like
 from guie.export.submission_module import original_sizes
 from guie.model.embedder import Embedder
 
 FP32_LIMIT = 1e-4
 FP16_LIMIT = 2e-2  # the reference runs the same fp16 weights; this leaves room for fp16 rounding between graphs
 BATCH_LIMIT = 1e-4  # the same image alone or inside a batch of 8: float rounding only (a convolution tower picks its kernels by batch size; eager open_clip RN differs by 3e-5), while leakage between images shows as 1e-2 or more
-SIZES = [(7, 5), (31, 64), (500, 300), (224, 224)]
 
 
 class VerificationError(GuieError):
     """An export check failed; the message names it."""
 
 
-def sample_images(seed: int = 0) -> dict[tuple[int, int], torch.Tensor]:
-    """Deterministic uint8 RGB images of the test sizes: smooth gradients plus noise, like photos and scans."""
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for h, w in SIZES:
-        yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
-        base = torch.stack([yy, xx, (yy + xx) / 2]) * 200
-        out[(h, w)] = (base + torch.rand(3, h, w, generator=g) * 55).clamp(0, 255).to(torch.uint8)
-    return out
-
-
-FRESH_PROCESS_SCRIPT = textwrap.dedent("""
-    import json, sys
-
-    class NoGuie:  # any attempt to import guie fails, as it would at Kaggle where guie is not installed
-        def find_spec(self, name, path=None, target=None):
-            if name == "guie" or name.startswith("guie."):
-                raise ImportError("guie is not available here")
-            return None
-
-    sys.meta_path.insert(0, NoGuie())
-    import torch
-    if sys.argv[1].endswith(".pt2"):
-        model = torch.export.load(sys.argv[1]).module()
-    else:
-        model = torch.jit.load(sys.argv[1], map_location="cpu")
-    cases = torch.load(sys.argv[2])
-    worst = 0.0
-    for x, expected in cases:
-        y = model(x)
-        assert y.dtype == torch.float32 and tuple(y.shape) == tuple(expected.shape), (y.dtype, y.shape)
-        worst = max(worst, float((y - expected).abs().max()))
-    assert not any(m == "guie" or m.startswith("guie.") for m in sys.modules)
-    print(json.dumps({"max_abs_diff": worst, "torch": torch.__version__}))
-""")
-
-
 def check_fresh_process(path: Path, cases: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, Any]:
-    """Load ``path`` with plain torch (jit.load, or export.load for .pt2) in a new interpreter that
-    cannot import guie, and rerun ``cases``."""
-    with tempfile.TemporaryDirectory(prefix="guie-verify-") as tmp:
-        script, data = Path(tmp) / "load_check.py", Path(tmp) / "cases.pt"
-        script.write_text(FRESH_PROCESS_SCRIPT)
-        torch.save(cases, data)
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONSTARTUP")}
-        # -I: isolated mode (no PYTHON* variables, no cwd or script folder on sys.path)
-        res = subprocess.run([sys.executable, "-I", str(script), str(path.resolve()), str(data)],
-                             capture_output=True, text=True, cwd=tmp, env=env, timeout=600)
-    if res.returncode != 0:
-        last = (res.stderr.strip().splitlines() or ["no output"])[-1]
-        raise VerificationError(f"fresh-process reload failed: {last[:200]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    """Load ``path`` with plain torch (jit.load, or export.load for .pt2) in a new interpreter that cannot
+    import guie (guie.export.fresh), rerun the uint8 inputs of ``cases`` there and compare each output
+    with its expected tensor. Returns ``{"max_abs_diff", "torch"}``; VerificationError naming what failed
+    (load, a run, an output's dtype or shape, guie importable)."""
+    result = run_fresh(sys.executable, path, [TensorInput(f"case {i}", x) for i, (x, _) in enumerate(cases)])
+    if result.error is not None:
+        raise VerificationError(f"fresh-process reload failed: {str(result.error)[:200]}")
+    if not result.guie_refused:
+        raise VerificationError("fresh-process reload failed: guie was importable in the fresh interpreter "
+                                f"({result.guie_import_error or 'import guie succeeded'})")
+    worst = 0.0
+    for (_, expected), got in zip(cases, result.inputs, strict=True):
+        if got.error is not None:
+            raise VerificationError(f"fresh-process reload failed: {got.name}: {str(got.error)[:200]}")
+        out = got.runs[0]
+        if out.dtype != "torch.float32" or out.shape != tuple(expected.shape):
+            raise VerificationError(f"fresh-process reload failed: {got.name}: output {out.dtype or out.type} "
+                                    f"{out.shape}, expected torch.float32 {tuple(expected.shape)}")
+        worst = max(worst, float(np.abs(out.values - expected.float().numpy()).max()))
+    return {"max_abs_diff": worst, "torch": result.torch}
 
 
 def images_per_second(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, min_seconds: float = 1.0) -> float:
@@ -130,7 +95,7 @@ def verify_export(path: Path, eager: torch.nn.Module, embedder: Embedder | None,
     limit = FP16_LIMIT if info["fp16"] else FP32_LIMIT
     dim = info["dim"]
     model = load_exported(path)
-    images = sample_images()
+    images = host_images()
     checks: list[dict[str, Any]] = []
 
     def record(name: str, ok: bool, detail: str) -> None:
@@ -168,13 +133,25 @@ def verify_export(path: Path, eager: torch.nn.Module, embedder: Embedder | None,
         again = model(batch)
         record("determinism", bool(torch.equal(again, y8)), "two runs on the same batch are bit-identical")
         cases.append((batch, y8.clone()))
-        pil_diff = pil_pipeline_diff(embedder, info, images, model) if embedder is not None else None
+        hb = host_batch()
+        yb = model(hb)
+        n, _, h, w = hb.shape
+        bdiff = float((yb - reference(hb)).abs().max()) if tuple(yb.shape) == (n, dim) else float("inf")
+        worst = max(worst, bdiff)
+        record(f"parity with the eager embedder, batch of {n} at {h}x{w}", bdiff <= limit,
+               f"shape {tuple(yb.shape)}, max abs diff {bdiff:.2e} (limit {limit:.0e})")
+        cases.append((hb, yb.clone()))
+        pil_diff = pil_extreme = None
+        if embedder is not None:
+            pil_diff = pil_pipeline_diff(embedder, info, photo_like(images), model)
+            pil_extreme = pil_pipeline_diff(embedder, info, {s: images[s] for s in EXTREME_ASPECT_SIZES}, model)
     fresh = check_fresh_process(path, cases)
     record("fresh-process load without guie", fresh["max_abs_diff"] <= BATCH_LIMIT,
            f"max abs diff {fresh['max_abs_diff']:.2e}")
     report: dict[str, Any] = {
         "checks": checks, "max_abs_diff_vs_eager": worst, "limit": limit,
         "max_abs_diff_vs_open_clip_pil_pipeline": pil_diff,
+        "max_abs_diff_vs_open_clip_pil_pipeline_extreme_aspect": pil_extreme,
     }
     if path.suffix != ".pt2":
         from guie.artifacts import file_format_version
@@ -186,7 +163,8 @@ def verify_export(path: Path, eager: torch.nn.Module, embedder: Embedder | None,
         report["images_per_s"] = {"batch": 32, "input": "224x224 uint8", "exported": round(exported, 1),
                                   "eager": round(reference_speed, 1), "ratio": round(exported / reference_speed, 3)}
     log(f"verified: {len(checks)} checks passed; max abs diff vs eager {worst:.2e} (limit {limit:.0e})"
-        + (f", vs open_clip's PIL pipeline {pil_diff:.2e}" if pil_diff is not None else ""))
+        + (f", vs open_clip's PIL pipeline {pil_diff:.2e} ({pil_extreme:.2e} at extreme aspect)"
+           if pil_diff is not None and pil_extreme is not None else ""))
     return report
 
 

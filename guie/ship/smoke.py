@@ -5,11 +5,12 @@
    the notebook's working directory.
 2. The kernel folder's notebook runs there with nbclient, on this interpreter, with ``/kaggle``
    redirected by the one mechanism the notebook honours: ``GUIE_KAGGLE_ROOT``. The kernel
-   cannot import guie (a finder refuses it), since Kaggle has no guie.
+   cannot import guie (the fresh runner's guard refuses it), since Kaggle has no guie.
 3. ``working/submission.zip`` is checked in a fresh ``python -I`` that cannot import guie either
-   (host_check.py): real images of mixed sizes and formats fed as the host did, shape, dtype,
-   finiteness, unit norm, determinism, batch independence, distinct outputs; then mP@5 here, on
-   the same small labelled set (guie's handwritten digits, or ``--images``).
+   (guie.ship.host_check through guie.export.fresh): real images of mixed sizes and formats fed
+   as the host did, plus guie-export's host-style test images, shape, dtype, finiteness, unit
+   norm, determinism, batch independence, distinct outputs; then mP@5 here, on the same small
+   labelled set (guie's handwritten digits, or ``--images``).
 
 A failure raises SmokeFailure naming the check or the notebook cell. A problem with the inputs
 (the metadata files, ``--images``) is a plain GuieError, found before anything runs or is written:
@@ -19,21 +20,15 @@ are never touched.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 import shutil
 import stat
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from guie.artifacts import (
     DATASET_METADATA,
@@ -43,29 +38,14 @@ from guie.artifacts import (
     SUBMISSION_ZIP,
 )
 from guie.errors import GuieError
+from guie.export.fresh import child_env, kernel_argv
 from guie.fileio import write_json, write_text
+from guie.ship.host_check import INPUT_CHECK, CheckFailed, run_checks
 from guie.ship.metadata import read_build
 from guie.ship.notebook import ROOT_ENV
 
-HOST_CHECK = Path(__file__).with_name("host_check.py")
-INPUT_CHECK = "input-image"  # host_check.py's name for an image it cannot open: the user's file, not the package
 KERNEL_NAME = "guie-smoke"
-# Never handed to the notebook kernel or the host check: they need no credentials.
-SECRET_ENV = ("KAGGLE_KEY", "KAGGLE_USERNAME", "KAGGLE_API_TOKEN", "KAGGLE_CONFIG_DIR", "WANDB_API_KEY")
 DIGIT_SIZES = ((32, 32), (64, 64), (48, 80), (120, 72), (224, 224), (37, 53))  # (width, height)
-
-# The notebook kernel: ipykernel on this interpreter (see python_flags), with guie made unimportable.
-_KERNEL_BOOT = """\
-import sys
-class _NoGuie:
-    def find_spec(self, name, path=None, target=None):
-        if name == "guie" or name.startswith("guie."):
-            raise ModuleNotFoundError("guie is not installed at Kaggle; the notebook must not import it")
-        return None
-sys.meta_path.insert(0, _NoGuie())
-from ipykernel.kernelapp import launch_new_instance
-launch_new_instance()
-"""
 
 
 class SmokeFailure(GuieError):
@@ -160,27 +140,10 @@ def folder_images(root: Path, per_class: int = 10, max_classes: int = 50) -> Lab
     return LabelledImages(paths, labels, unreadable)
 
 
-def python_flags() -> list[str]:
-    """``-I`` (isolated: no PYTHONPATH, user site or script folder) unless torch lives in the user site.
-
-    Isolation alone does not hide guie (an editable install's finder sits in site-packages); the
-    finder both subprocesses install first does that.
-    """
-    import importlib.util
-    import site
-
-    spec = importlib.util.find_spec("torch")
-    user_site = site.getusersitepackages() if site.ENABLE_USER_SITE else None
-    if spec and spec.origin and user_site and str(spec.origin).startswith(str(user_site)):
-        return []
-    return ["-I"]
-
-
 def kernel_env(root: Path, work: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
-    env.update({ROOT_ENV: str(root), "IPYTHONDIR": str(work / "ipython"), "MPLBACKEND": "Agg",
-                "PYDEVD_DISABLE_FILE_VALIDATION": "1"})
-    return env
+    """The notebook kernel's environment: this one without secrets (guie.export.fresh's rule), /kaggle redirected."""
+    return child_env({ROOT_ENV: str(root), "IPYTHONDIR": str(work / "ipython"), "MPLBACKEND": "Agg",
+                      "PYDEVD_DISABLE_FILE_VALIDATION": "1"})
 
 
 def emulate_kaggle(work: Path, dataset_dir: Path, slug: str) -> Path:
@@ -210,7 +173,7 @@ def _kernel_manager(work: Path) -> Any:
     spec_dir = work / "kernels" / KERNEL_NAME
     spec_dir.mkdir(parents=True)
     write_json(spec_dir / "kernel.json", {
-        "argv": [sys.executable, *python_flags(), "-c", _KERNEL_BOOT, "-f", "{connection_file}"],
+        "argv": kernel_argv(),  # ipykernel on this interpreter, booted by the fresh runner with guie refused
         "display_name": "guie-smoke (this Python, without guie)",
         "language": "python",
     })
@@ -267,34 +230,24 @@ def run_notebook(nb_path: Path, root: Path, work: Path, timeout: float, executed
 
 
 def check_submission(zip_path: Path, images: LabelledImages, work: Path, timeout: float = 600.0) -> dict[str, Any]:
-    """The host's view of ``zip_path``, in a fresh ``python -I`` without guie; then mP@5 on ``images``."""
+    """The host's view of ``zip_path`` (guie.ship.host_check, in a fresh interpreter without guie), then mP@5
+    on ``images``. SmokeFailure naming the failed check; GuieError for an image that cannot be opened."""
     from guie.retrieval.knn import knn
     from guie.retrieval.metrics import mean_precision_at_k
 
-    out = work / "host"
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "manifest.json", {"images": images.paths})
-    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
+    work.mkdir(parents=True, exist_ok=True)
+    passed: list[str] = []
     try:
-        proc = subprocess.run([sys.executable, *python_flags(), str(HOST_CHECK), str(zip_path), str(out / "manifest.json"),
-                               str(out)], capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        raise SmokeFailure("host-check", f"checking {len(images.paths)} images took over {timeout:.0f} s") from None
-    result_path = out / "result.json"
-    if proc.returncode != 0 or not result_path.is_file():
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise SmokeFailure("host-check", f"the checker crashed (exit {proc.returncode}): {tail}")
-    result = json.loads(result_path.read_text(encoding="utf-8"))
-    if result["failed"] and result["failed"]["check"] == INPUT_CHECK:  # the images, not the package
-        raise GuieError(f"{result['failed']['detail']}; fix or remove that file")
-    if result["failed"]:
-        raise SmokeFailure(result["failed"]["check"], result["failed"]["detail"])
-    embeddings = np.load(out / "embeddings.npy")
+        view = run_checks(zip_path, images.paths, passed, work=work, timeout=timeout)
+    except CheckFailed as exc:
+        if exc.name == INPUT_CHECK:  # the images, not the package
+            raise GuieError(f"{exc.detail}; fix or remove that file") from None
+        raise SmokeFailure(exc.name, exc.detail) from None
     queries, index = images.split()
-    _, ids = knn(embeddings[index], embeddings[queries], k=5)
+    _, ids = knn(view.embeddings[index], view.embeddings[queries], k=5)
     score = mean_precision_at_k(ids, [images.labels[i] for i in queries], [images.labels[i] for i in index], k=5)
-    return {**result, "mP@5": score, "queries": len(queries), "index": len(index),
-            "classes": len(set(images.labels))}
+    return {"passed": passed, "failed": None, "torch_version": view.torch_version, "images": len(images.paths),
+            "mP@5": score, "queries": len(queries), "index": len(index), "classes": len(set(images.labels))}
 
 
 def run_smoke(build: str | Path, *, images: str | Path | None = None, min_mp5: float = 0.0,
@@ -335,7 +288,8 @@ def run_smoke(build: str | Path, *, images: str | Path | None = None, min_mp5: f
         report["passed"].append("submission-written")
         labelled = labelled or digit_images(work / "data")
         source = str(images) if images else "handwritten digits"
-        log(f"host check: {len(labelled.paths)} images ({source}) of mixed sizes, in a fresh python -I without guie")
+        log(f"host check: {len(labelled.paths)} images ({source}) of mixed sizes and the host-style test images, "
+            "in a fresh python without guie")
         result = check_submission(submission, labelled, work, timeout)
         report["passed"] += result["passed"]
         for name in result["passed"]:
