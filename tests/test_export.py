@@ -84,6 +84,7 @@ def test_fp16_torchscript_is_refused_before_any_work(trained_run, tmp_path, cli)
     assert "--program" in line and not out.exists()
 
 
+@pytest.mark.slow
 def test_fp16_program_still_gives_float32(trained_run, tmp_path):
     report = export_run(trained_run, tmp_path, fp16=True, fmt="program", measure_speed=False, log=lambda _: None)
     y = torch.export.load(str(tmp_path / "saved_model.pt2")).module()(images((2, 3, 50, 40))[0])
@@ -198,6 +199,7 @@ def test_a_bad_tta_spec_is_one_line_before_anything_loads(cli, trained_run, tmp_
     assert not (tmp_path / "e").exists()
 
 
+@pytest.mark.slow
 def test_ensemble_is_the_pca_of_the_concatenated_embeddings(trained_run, digits_dir, tmp_path):
     from conftest import tiny_train_config
 
