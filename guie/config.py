@@ -83,7 +83,8 @@ class TrainConfig:
     eval: str = opt("none", "after training: holdout (mP@5 on a held-out split of the training data) and/or "
                             "guie-eval task specs PREFIX:PATH, comma-separated (e.g. holdout,sop:/data/SOP)")
     holdout_frac: float = opt(0.2, "share of each class's images held out for --eval holdout")
-    cache_dir: str | None = opt(None, "feature cache folder (default $GUIE_CACHE/features or ~/.cache/guie/features)")
+    cache_dir: str | None = opt(None, "feature cache folder (default $GUIE_CACHE/features, else the user cache's "
+                                      "guie/features: ~/.cache/guie/features on Linux)")
     extract_batch_size: int = opt(64, "images per backbone forward during feature extraction")
     shard_size: int = opt(4096, "images per feature-cache shard (a killed extraction resumes at the last shard)")
     workers: int | None = opt(None, "DataLoader workers for image decoding (default: cores - 1, at most 8)")

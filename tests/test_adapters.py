@@ -300,8 +300,9 @@ def test_guie_data_prints_text_and_json(cli, layouts):
     assert out["sources"][0]["skipped"] == 2
 
 
-def test_guie_data_bad_spec_is_one_line(cli, tmp_path):
-    res = cli("data", f"sopp:{tmp_path}")
+def test_guie_data_bad_spec_is_one_line(cli_process, tmp_path):
+    """In a fresh process: the one-line error is all a user sees, nothing from the imports before it."""
+    res = cli_process("data", f"sopp:{tmp_path}")
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == [
         f"error: unknown data source prefix 'sopp' (did you mean: sop?); known prefixes: "

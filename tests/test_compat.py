@@ -216,6 +216,7 @@ def test_one_build_at_a_time_per_environment(tmp_path, monkeypatch):
     assert [env.path for env in found] == [final]
 
 
+@pytest.mark.slow
 def test_a_release_that_does_not_exist_leaves_nothing_behind(tmp_path, monkeypatch):
     monkeypatch.setenv("GUIE_TORCH_ENVS", str(tmp_path / "envs"))
     with pytest.raises(GuieError, match=r"could not install torch 2.0.99 for Python 3.11: .*check the version exists"):

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from cache_files import shards_in
 
@@ -16,6 +17,7 @@ def train_args(data, out, cache):
             "--workers", "0", "--eval", "holdout", "--out", str(out), "--cache-dir", str(cache)]
 
 
+@pytest.mark.slow
 def test_two_process_run_matches_single_process(digits_dir, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     dist_run = subprocess.run(

@@ -268,9 +268,10 @@ def test_report_files(tmp_path):
 # ---- command line and guie-train --eval ------------------------------------------------------------------
 
 
-def test_guie_eval_cli_writes_the_report(cli, trained_run, digits_dir, digits_manifest, tmp_path):
+@pytest.mark.slow
+def test_guie_eval_cli_writes_the_report(cli_process, trained_run, digits_dir, digits_manifest, tmp_path):
     out = tmp_path / "report"
-    res = cli("eval", str(trained_run), "--task", f"imagefolder:{digits_dir}", "--task", f"csv:{digits_manifest}",
+    res = cli_process("eval", str(trained_run), "--task", f"imagefolder:{digits_dir}", "--task", f"csv:{digits_manifest}",
               "--out", str(out), "--workers", "0")
     assert res.returncode == 0, res.stderr
     header = res.stdout.splitlines()[0].split()

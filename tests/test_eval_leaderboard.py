@@ -204,6 +204,7 @@ def test_leaderboard_files_beside_the_model(tmp_path):
         tmp_path / "run" / LEADERBOARD_FILE]
 
 
+@pytest.mark.slow
 def test_cli_leaderboard_distractors_and_weights_on_three_runs(cli, digits_dir, tmp_path):
     older = {"status": "complete", "public_score": 0.9, "private_score": 0.9, "submitted_at": "2026-01-01T00:00:00Z"}
     runs = []

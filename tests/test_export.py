@@ -4,7 +4,7 @@ import zipfile
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import run_cli_process
 
 import guie.export.verify as verify
 from guie.errors import GuieError
@@ -14,9 +14,10 @@ from guie.export.build import build_submission_module, eager_reference
 
 @pytest.fixture(scope="module")
 def exported(trained_run, tmp_path_factory):
-    """One export through the command line, as a user runs it; the tests below check its files."""
+    """One export through the command line (``python -m guie.cli``), as a user runs it; the tests below check
+    its files."""
     out = tmp_path_factory.mktemp("export") / "e"
-    res = run_cli("export", str(trained_run), "--torchscript", "--out", str(out), "--check-torch", "none")
+    res = run_cli_process("export", str(trained_run), "--torchscript", "--out", str(out), "--check-torch", "none")
     assert res.returncode == 0, res.stderr
     assert "checks passed" in res.stdout and "Traceback" not in res.stderr
     return out, json.loads((out / "verify.json").read_text())
@@ -27,6 +28,7 @@ def images(*shapes, seed=0):
     return [torch.randint(0, 256, s, generator=g, dtype=torch.uint8) for s in shapes]
 
 
+@pytest.mark.slow
 def test_files_and_zip_layout(exported):
     out, report = exported
     assert sorted(p.name for p in out.iterdir()) == ["saved_model.pt", "submission.zip", "verify.json"]
@@ -46,6 +48,7 @@ def test_files_and_zip_layout(exported):
     assert set(on_disk["images_per_s"]) >= {"exported", "eager", "ratio"}
 
 
+@pytest.mark.slow
 def test_contract_on_the_loaded_file(exported, trained_run):
     out, _ = exported
     model = torch.jit.load(str(out / "saved_model.pt"))
@@ -81,6 +84,7 @@ def test_fp16_torchscript_is_refused_before_any_work(trained_run, tmp_path, cli)
     assert "--program" in line and not out.exists()
 
 
+@pytest.mark.slow
 def test_fp16_program_still_gives_float32(trained_run, tmp_path):
     report = export_run(trained_run, tmp_path, fp16=True, fmt="program", measure_speed=False, log=lambda _: None)
     y = torch.export.load(str(tmp_path / "saved_model.pt2")).module()(images((2, 3, 50, 40))[0])
@@ -195,6 +199,7 @@ def test_a_bad_tta_spec_is_one_line_before_anything_loads(cli, trained_run, tmp_
     assert not (tmp_path / "e").exists()
 
 
+@pytest.mark.slow
 def test_ensemble_is_the_pca_of_the_concatenated_embeddings(trained_run, digits_dir, tmp_path):
     from conftest import tiny_train_config
 

@@ -107,6 +107,7 @@ def train_cmd(*args):
     return [sys.executable, "-m", "guie.cli", "train", *TINY, *args]
 
 
+@pytest.mark.slow
 def test_kill_9_during_head_training_then_resume(digits_dir, tmp_path, cli):
     args = ["--data", f"imagefolder:{digits_dir}", "--epochs", "30", "--batch-size", "32", "--lr", "0.01",
             "--cache-dir", str(tmp_path / "cache")]
@@ -129,6 +130,7 @@ def test_kill_9_during_head_training_then_resume(digits_dir, tmp_path, cli):
     assert torch.equal(a["head"]["state_dict"]["weight"], b["head"]["state_dict"]["weight"])
 
 
+@pytest.mark.slow
 def test_kill_9_during_feature_extraction_then_resume(tmp_path, cli):
     args = ["--data", "demo:digits", "--epochs", "2", "--extract-batch-size", "1", "--shard-size", "50",
             "--classes", "4"]

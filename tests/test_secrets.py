@@ -2,8 +2,12 @@
 import json
 import os
 
+import pytest
 
-def test_planted_secrets_appear_in_no_file_and_no_log(cli, tmp_path):
+
+@pytest.mark.slow
+def test_planted_secrets_appear_in_no_file_and_no_log(cli_process, tmp_path):
+    """In a fresh process: the secrets are in its environment (and W&B's service it starts) from the start."""
     secrets = {
         "KAGGLE_USERNAME": "planted-user-7f3a",
         "KAGGLE_KEY": "planted-kaggle-key-5e1b9c",
@@ -16,7 +20,7 @@ def test_planted_secrets_appear_in_no_file_and_no_log(cli, tmp_path):
     (home / ".kaggle" / "kaggle.json").write_text(kaggle_json)
     cache = tmp_path / "cache"
     env = {**secrets, "HOME": str(home), "GUIE_CACHE": str(cache)}
-    res = cli("demo", "--out", str(tmp_path / "demo"), "--epochs", "2", "--wandb", "offline", env=env, timeout=600)
+    res = cli_process("demo", "--out", str(tmp_path / "demo"), "--epochs", "2", "--wandb", "offline", env=env, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert (tmp_path / "demo" / "run" / "wandb").is_dir()  # W&B did write its offline run there
 

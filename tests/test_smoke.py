@@ -40,10 +40,10 @@ def images(tmp_path_factory):
     return digit_images(tmp_path_factory.mktemp("smoke-images"), per_class=4)
 
 
-def test_smoke_passes_on_a_good_package(tmp_path, cli):
+def test_smoke_passes_on_a_good_package(tmp_path, cli_process):
     build = package(tmp_path)
     before = tree_digest(build / "kernel"), tree_digest(build / "dataset")
-    res = cli("smoke", str(build))
+    res = cli_process("smoke", str(build))
     assert res.returncode == 0, res.stdout + res.stderr
     for check in ("notebook", "zip-layout", "shape", "unit-norm", "deterministic", "batch-independent", "distinct"):
         assert f"ok  {check}" in res.stdout

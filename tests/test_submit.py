@@ -282,6 +282,7 @@ def test_leaderboard_path_follows_the_package_origin(build, tmp_path):
     assert leaderboard_path(build, "0" * 64) == build / LEADERBOARD_FILE  # BUILD/export left by another package
 
 
+@pytest.mark.slow
 def test_a_package_of_a_run_folder_records_into_the_run(trained_run, tmp_path):
     from guie.ship.folders import PackageSpec, build_package
 

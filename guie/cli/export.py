@@ -76,7 +76,7 @@ COMPAT_HELP = """Load a submission file in other PyTorch releases, as the host d
 
 FILE is a saved_model.pt, a submission.zip or an export folder. For each --torch release,
 guie builds once a virtual environment (pip, from the package index) in $GUIE_TORCH_ENVS
-(default ~/.cache/guie/torch-envs), loads FILE there with plain torch.jit.load in a fresh
+(default ~/.cache/guie/torch-envs on Linux), loads FILE there with plain torch.jit.load in a fresh
 process, feeds it uint8 (1, 3, H, W) images from 7x5 to 1200x37 pixels one at a time and a
 batch of 4, and compares with this torch's outputs (limit 1e-4). Releases before 1.13 need
 Python 3.10 or older: guie finds one on PATH or in pyenv, or takes --python. Results go into
