@@ -42,6 +42,7 @@ import numpy as np
 from guie.data.records import Record
 from guie.data.uned import DOMAIN_SEPARATOR, DOMAINS, IMAGE_FOLDERS, PREFIX, parse_root, read_uned
 from guie.errors import GuieError
+from guie.eval.tasks import NO_MATCH
 from guie.retrieval.knn import knn
 from guie.retrieval.metrics import average_precision_from_hits, precision_from_hits
 
@@ -55,7 +56,6 @@ PROTOCOL: dict[str, dict[str, tuple[str, str]]] = {
     "test": {d: ("test", "index" if d in _SEPARATE_INDEX else "test") for d in DOMAINS},
     "val": {d: ("val", "small_index" if d == "met" else "val") for d in DOMAINS},
 }
-NO_MATCH = "no index image of its class"
 REFUSED_OPTIONS = ("--max-classes and --distractors change UnED's fixed queries and index; leave them out for "
                    "uned: tasks (--max-queries N samples each domain's queries against the full index)")
 
@@ -87,6 +87,12 @@ class DomainSets:
     @property
     def left_out(self) -> bool:
         return self.query_split == self.index_split
+
+    def subset(self, rows: list[int], sampled_from: int | None = None) -> DomainSets:
+        """These sets with only the queries at ``rows``; the index is unchanged."""
+        return DomainSets(self.domain, self.query_split, self.index_split, [self.query[i] for i in rows],
+                          [self.query_labels[i] for i in rows], self.query_self[rows], self.n_relevant[rows],
+                          self.index, list(self.dropped), sampled_from)
 
     def without(self, bad_paths: dict[str, str]) -> DomainSets:
         """These sets without the images in ``bad_paths`` (path -> reason); n_q recounted, unmatched dropped."""
@@ -201,7 +207,7 @@ def check_domains(task: UnedTask) -> None:
 
 def build_uned_task(spec: str, split: str = "test", max_queries: int | None = None, seed: int = 0,
                     name: str = PREFIX) -> UnedTask:
-    """Read the protocol's info files of ``spec`` (``uned:ROOT`` or ``uned:ROOT:domain,...``) for ``split``
+    """Read the protocol's info files of ``spec`` (``uned:ROOT`` or ``uned:ROOT:cars+sop``) for ``split``
     and form each domain's queries and index.
 
     Only the splits the protocol names are read. ``max_queries`` keeps a seeded sample of that many of
@@ -234,14 +240,13 @@ def build_uned_task(spec: str, split: str = "test", max_queries: int | None = No
         query = [source.records[i] for i in query_pos]
         left_out = query_split == index_split
         query_self = np.arange(len(query), dtype=np.int64) if left_out else np.full(len(query), -1, np.int64)
-        sets_ = finish_sets(domain, query_split, index_split, query, [source.labels_of(i) for i in query_pos],
-                            query_self, index, [])
-        if max_queries is not None and len(sets_.query) > max_queries:
-            rows = sorted(random.Random(f"{seed}/uned-queries/{domain}").sample(range(len(sets_.query)), max_queries))
-            sets_ = DomainSets(domain, query_split, index_split, [sets_.query[i] for i in rows],
-                               [sets_.query_labels[i] for i in rows], sets_.query_self[rows], sets_.n_relevant[rows],
-                               index, sets_.dropped, len(sets_.query))
-        sets.append(sets_)
+        domain_sets = finish_sets(domain, query_split, index_split, query,
+                                  [source.labels_of(i) for i in query_pos], query_self, index, [])
+        usable = len(domain_sets.query)
+        if max_queries is not None and usable > max_queries:
+            rows = sorted(random.Random(f"{seed}/uned-queries/{domain}").sample(range(usable), max_queries))
+            domain_sets = domain_sets.subset(rows, sampled_from=usable)
+        sets.append(domain_sets)
     task = UnedTask(name, spec, split, sets, seed, max_queries, len(source.skipped),
                     dict(Counter(why for _, why in source.skipped)))
     check_domains(task)
