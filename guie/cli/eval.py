@@ -12,12 +12,14 @@ MODEL is a guie-train run folder (or its model.pt), a TorchScript saved_model.pt
 submission.zip; several models give one comparison table and chart. Each --task is a data
 source spec; its queries and index come from the dataset's own split where it has one
 (DeepFashion query/gallery, The Met queries/database), else from a seeded per-class split
-of its test split (SOP, Food-101, Products-10K, ObjectNet) or of all its images. Exact k-NN
-(faiss, k=5) on L2-normalised embeddings. Example:
+of its test split (SOP, Food-101, Products-10K, ObjectNet) or of all its images. A uned:ROOT
+task follows the UnED benchmark's protocol (8 domains, fixed queries and index; separate and
+common index; mMP@5 and R@1). Exact k-NN (faiss, k=5) on L2-normalised embeddings. Examples:
 
 \b
   guie-eval runs/vith-4000 --task sop:/data/Stanford_Online_Products \\
       --task food101:/data/food-101 --out reports/vith-4000
+  guie-eval runs/vith-4000 --task uned:/data/uned --out reports/vith-4000-uned
 """
 
 
@@ -31,12 +33,15 @@ of its test split (SOP, Food-101, Products-10K, ObjectNet) or of all its images.
 @click.option("--query-frac", default=0.2, show_default=True,
               help="share of each class's images used as queries, where the dataset has no query split")
 @click.option("--max-classes", type=int, help="evaluate on a seeded sample of this many classes per task")
-@click.option("--max-queries", type=int, help="keep a seeded sample of this many queries per task")
+@click.option("--max-queries", type=int, help="keep a seeded sample of this many queries per task (per domain on "
+              "UnED)")
 @click.option("--distractors", default=0, show_default=True,
               help="add this many seeded images of never-queried classes to each task's index (the host's index "
               "was mostly images unrelated to any query)")
 @click.option("--task-weights", metavar="TASK=W,...",
               help="weight the task mean, e.g. like the host's domain mix (every task needs a weight)")
+@click.option("--uned-split", type=click.Choice(["test", "val"]), default="test", show_default=True,
+              help="the UnED split whose protocol uned: tasks follow")
 @click.option("--leaderboard", is_flag=True,
               help="add each model's latest Kaggle score (leaderboard.jsonl beside it, from guie-submit) and the "
               "Spearman/Pearson correlation of mP@5 with it, per task and for the mean")
@@ -47,14 +52,14 @@ of its test split (SOP, Food-101, Products-10K, ObjectNet) or of all its images.
 @friendly_errors
 def eval_command(models: tuple[str, ...], tasks: tuple[str, ...], out: str | None, seed: int, query_frac: float,
                  max_classes: int | None, max_queries: int | None, distractors: int, task_weights: str | None,
-                 leaderboard: bool, batch_size: int, workers: int | None, device: str) -> None:
+                 uned_split: str, leaderboard: bool, batch_size: int, workers: int | None, device: str) -> None:
     if batch_size < 1:
         raise GuieError("--batch-size must be at least 1")
     from guie.eval.evaluate import EvalSettings, evaluate, parse_task_weights
     from guie.eval.report import format_table, write_report
 
     settings = EvalSettings(seed, query_frac, max_classes, max_queries, batch_size, workers, device, distractors,
-                            parse_task_weights(task_weights))
+                            parse_task_weights(task_weights), uned_split=uned_split)
     report = evaluate(list(models), list(tasks), settings, log=lambda line: click.echo(line, err=True))
     if leaderboard:
         from guie.eval.cv_vs_leaderboard import attach_leaderboard

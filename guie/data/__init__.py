@@ -10,6 +10,7 @@ from guie.data import (  # noqa: F401 - importing the adapters registers their s
     objectnet,
     products10k,
     sop,
+    uned,
 )
 from guie.data.records import Record, SourceData, load_source, source_prefixes
 

@@ -31,12 +31,21 @@ class Record:
 
 @dataclass
 class SourceData:
-    """What one source spec produced: its records and the rows it skipped, with reasons."""
+    """What one source spec produced: its records and the rows it skipped, with reasons.
+
+    ``label_sets`` maps the position of a record that belongs to several classes (UnED's query images
+    whose ``class_id`` is a list) to all its labels, its own ``label`` first; other records have one.
+    """
 
     spec: str
     domain: str
     records: list[Record]
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    label_sets: dict[int, tuple[str, ...]] = field(default_factory=dict)
+
+    def labels_of(self, i: int) -> tuple[str, ...]:
+        """Every label of record ``i``: its ``label``, or all of them for a multi-class record."""
+        return self.label_sets.get(i) or (self.records[i].label,)
 
 
 Adapter = Callable[[str, str], SourceData]

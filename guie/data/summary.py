@@ -7,30 +7,51 @@ from typing import Any
 from guie.data.records import SourceData
 
 
-def _counts(pairs: list[tuple[str, str]]) -> dict[str, dict[str, int]]:
-    images: Counter[str] = Counter()
-    classes: dict[str, set[str]] = defaultdict(set)
-    for group, class_key in pairs:
-        images[group] += 1
-        classes[group].add(class_key)
-    return {g: {"images": images[g], "classes": len(classes[g])} for g in sorted(images)}
+def _tally(data: SourceData) -> dict[str, Any]:
+    """Images and distinct classes per split, per domain, per domain and split, and in all, in one pass.
+
+    A record counts towards every class it belongs to (``SourceData.labels_of``); equal labels in two
+    domains are two classes.
+    """
+    images: Counter[tuple[str, str]] = Counter()
+    labels: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for i, r in enumerate(data.records):
+        images[r.domain, r.split] += 1
+        labels[r.domain, r.split].update(data.labels_of(i))
+    by_domain: dict[str, set[str]] = defaultdict(set)
+    for (domain, _), held in labels.items():
+        by_domain[domain] |= held
+    splits = sorted({s for _, s in images})
+    domain_splits = {d: {s: {"images": images[d, s], "classes": len(labels[d, s])}
+                         for s in splits if (d, s) in images} for d in sorted(by_domain)}
+    return {
+        "classes": sum(len(held) for held in by_domain.values()),
+        "splits": {s: {"images": sum(images[d, s] for d in by_domain if (d, s) in images),
+                       "classes": sum(len(labels[d, s]) for d in by_domain if (d, s) in labels)} for s in splits},
+        "domains": {d: {"images": sum(c["images"] for c in domain_splits[d].values()),
+                        "classes": len(by_domain[d])} for d in sorted(by_domain)},
+        "domain_splits": domain_splits,
+    }
 
 
 def summarize_source(data: SourceData, examples: int = 3) -> dict[str, Any]:
-    """A JSON-ready summary of one loaded source."""
+    """A JSON-ready summary of one loaded source: images, classes, and both per split, per domain and per
+    domain and split (``domain_splits``); skipped rows grouped by reason with a few examples."""
     reasons: dict[str, dict[str, Any]] = {}
     for where, why in data.skipped:
         entry = reasons.setdefault(why, {"count": 0, "examples": []})
         entry["count"] += 1
         if len(entry["examples"]) < examples:
             entry["examples"].append(where)
+    tally = _tally(data)
     return {
         "spec": data.spec,
         "domain": data.domain,
         "images": len(data.records),
-        "classes": len({r.class_key for r in data.records}),
-        "splits": _counts([(r.split, r.class_key) for r in data.records]),
-        "domains": _counts([(r.domain, r.class_key) for r in data.records]),
+        "classes": tally["classes"],
+        "splits": tally["splits"],
+        "domains": tally["domains"],
+        "domain_splits": tally["domain_splits"],
         "skipped": len(data.skipped),
         "skipped_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1]["count"])),
     }
@@ -48,6 +69,9 @@ def format_summary(summary: dict[str, Any]) -> str:
              f"  splits   {groups(summary['splits'])}"]
     if len(summary["domains"]) > 1:
         lines.append(f"  domains  {groups(summary['domains'])}")
+        if len(summary["splits"]) > 1:
+            width = max(len(d) for d in summary["domain_splits"])
+            lines += [f"    {d.ljust(width)}  {groups(c)}" for d, c in summary["domain_splits"].items()]
     if summary["skipped"]:
         lines.append(f"  skipped  {summary['skipped']} rows:")
         for why, entry in summary["skipped_reasons"].items():

@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from guie.data.records import unique_name
 from guie.errors import GuieError, did_you_mean
-from guie.eval.tasks import RetrievalTask, TaskOptions, build_tasks
+from guie.eval.tasks import RetrievalTask, TaskOptions, build_task, build_tasks
+from guie.eval.uned import REFUSED_OPTIONS, UnedTask, build_uned_task, evaluate_uned, is_uned_spec
 from guie.retrieval.knn import knn
 from guie.retrieval.metrics import calibrated_precision_per_query, map_at_k, precision_at_1
 from guie.version import __version__
@@ -37,6 +39,7 @@ class EvalSettings:
     device: str = "auto"
     distractors: int = 0
     task_weights: dict[str, float] | None = None  # task name -> weight of the task mean; None: equal weights
+    uned_split: str = "test"  # the UnED split whose protocol uned: tasks follow (test or val)
 
     def task_options(self) -> TaskOptions:
         return TaskOptions(self.seed, self.query_frac, self.max_classes, self.max_queries, self.distractors).validate()
@@ -82,6 +85,25 @@ def check_task_weights(weights: dict[str, float] | None, task_names: Sequence[st
                         "(0 leaves a task out of the mean)")
 
 
+def build_eval_tasks(specs: Sequence[str], settings: EvalSettings) -> list[RetrievalTask | UnedTask]:
+    """One task per spec, in order, named uniquely: ``uned:`` specs follow UnED's protocol
+    (guie.eval.uned), the others guie.eval.tasks' rule. Raises GuieError for --max-classes or
+    --distractors with a UnED task (they would change its protocol)."""
+    options = settings.task_options()
+    if not any(is_uned_spec(spec) for spec in specs):
+        return build_tasks(list(specs), options)
+    if settings.max_classes is not None or settings.distractors:
+        raise GuieError(REFUSED_OPTIONS)
+    tasks: list[RetrievalTask | UnedTask] = []
+    used: set[str] = set()
+    for spec in specs:
+        task = (build_uned_task(spec, settings.uned_split, settings.max_queries, settings.seed) if is_uned_spec(spec)
+                else build_task(spec, options))
+        task.name = unique_name(task.name, used)
+        tasks.append(task)
+    return tasks
+
+
 def score_retrieval(ids: np.ndarray, query_labels: list[str], index_labels: list[str]) -> dict[str, float]:
     """mP@5 (the host's calibrated precision), P@1 and mAP@5 from k-NN index positions."""
     per_query = calibrated_precision_per_query(ids, query_labels, index_labels, K)
@@ -125,18 +147,27 @@ def evaluate(models: Sequence[str | Path], task_specs: Sequence[str], settings: 
     Keys: ``k``, ``settings``, ``models`` (name, path, kind), ``tasks`` (name, spec, rule,
     sizes, dropped queries and skipped rows with reasons), ``results`` (one per model and
     task: mP@5, P@1, mAP@5, queries, index, and ``domains`` when a task has several),
-    ``mean`` (per model, over tasks), ``warnings``.
+    ``mean`` (per model, over tasks), ``warnings``. A UnED task's result also holds ``uned`` (both
+    settings, per domain and mean; see guie.eval.uned.evaluate_uned); its mP@5, P@1 and mAP@5 are the
+    common setting's means of mMP@5, R@1 and mAP@5.
     """
     started = time.perf_counter()
-    tasks = build_tasks(list(task_specs), settings.task_options())  # data errors surface before torch loads
+    tasks = build_eval_tasks(task_specs, settings)  # data errors surface before torch loads
     check_task_weights(settings.task_weights, [t.name for t in tasks])
     from guie.eval.embed import embed_with_models, resolve_models
 
     refs = resolve_models(models)
+    paths_wanted: set[str] = set()
     for task in tasks:
-        log(f"task {task.name} ({task.spec}): {len(task.query)} queries, {len(task.index)} index images; {task.rule}"
+        if isinstance(task, UnedTask):
+            sizes, wanted = f"{task.queries} queries, a common index of {task.index_size} images", task.paths()
+        else:
+            sizes = f"{len(task.query)} queries, {len(task.index)} index images"
+            wanted = {r.path for r in (*task.query, *task.index)}
+        log(f"task {task.name} ({task.spec}): {sizes}; {task.rule}"
             + (f"; {len(task.dropped)} queries dropped ({task.dropped[0][1]})" if task.dropped else ""))
-    paths = sorted({r.path for task in tasks for r in (*task.query, *task.index)})
+        paths_wanted |= wanted
+    paths = sorted(paths_wanted)
     position = {p: i for i, p in enumerate(paths)}
     emb = embed_with_models(refs, paths, settings.device, settings.batch_size, settings.workers, log)
     bad_paths = {paths[i]: why for i, why in emb.bad.items()}
@@ -146,6 +177,10 @@ def evaluate(models: Sequence[str | Path], task_specs: Sequence[str], settings: 
     results = []
     for ref in refs:
         for task in tasks:
+            if isinstance(task, UnedTask):
+                row, _ = evaluate_uned(task, emb.vectors[ref.name], position)
+                results.append({"model": ref.name, "task": task.name, **row})
+                continue
             if not task.query or not task.index:
                 raise GuieError(f"task {task.name!r} has no usable queries or index left after dropping "
                                 f"{len(bad_paths)} unreadable images; fix the image files")

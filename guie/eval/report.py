@@ -111,14 +111,48 @@ def comparison_matrix(report: dict[str, Any]) -> tuple[list[str], list[list[str]
     return headers, rows
 
 
+UNED_HEADERS = ["domain", "queries", "sep. index", "sep. mMP@5", "sep. R@1", "sep. mAP@5", "common index",
+                "common mMP@5", "common R@1", "common mAP@5"]
+UNED_METRICS = ("mMP@5", "R@1", "mAP@5")
+
+
+def uned_title(result: dict[str, Any]) -> str:
+    """The line above a UnED table: split, model, task, the headline, and whether queries were sampled."""
+    uned = result["uned"]
+    mean = uned["common"]["mean"]
+    sampled = uned.get("sampled")
+    return (f"UnED {uned['split']} split, {result['model']} on {result['task']}: common index mean over "
+            f"{mean['domains']} domains mMP@5 {mean['mMP@5']:.4f}, R@1 {mean['R@1']:.4f}"
+            + (f" (sampled: at most {sampled['max_queries']} queries per domain, not the benchmark's figures)"
+               if sampled else ""))
+
+
+def uned_rows(result: dict[str, Any]) -> list[list[str]]:
+    """One row per UnED domain, both settings side by side, then the mean over domains (UNED_HEADERS)."""
+    sep, common = result["uned"]["separate"], result["uned"]["common"]
+    rows = []
+    for domain in [d for d in common if d != "mean"]:
+        s, c = sep[domain], common[domain]
+        rows.append([domain, str(c["queries"]), str(s["index"]), *(f"{s[m]:.4f}" for m in UNED_METRICS),
+                     str(c["index"]), *(f"{c[m]:.4f}" for m in UNED_METRICS)])
+    rows.append([f"mean ({common['mean']['domains']} domains)", "", "",
+                 *(f"{sep['mean'][m]:.4f}" for m in UNED_METRICS), "",
+                 *(f"{common['mean'][m]:.4f}" for m in UNED_METRICS)])
+    return rows
+
+
 def format_table(report: dict[str, Any]) -> str:
-    """The terminal table (one model: task rows; several: per-model rows plus the comparison matrix)."""
+    """The terminal table (one model: task rows; several: per-model rows plus the comparison matrix), then
+    each UnED result's per-domain table of both settings."""
     several = len(report["models"]) > 1
     headers, rows, numeric_from = _display_rows(report, several)
     lines = _table(headers, rows, numeric_from)
     if several:
         h, r = comparison_matrix(report)
         lines += [""] + _table(h, r, 1)
+    for res in report["results"]:
+        if "uned" in res:
+            lines += ["", uned_title(res), *_table(UNED_HEADERS, uned_rows(res), 1)]
     if report.get("leaderboard"):
         lines += [""] + format_correlation(report)
     return "\n".join(lines)
@@ -145,6 +179,14 @@ def format_markdown(report: dict[str, Any]) -> str:
     if several:
         h, r = comparison_matrix(report)
         lines += ["", *_markdown_table(h, r, 1)]
+    uned_results = [res for res in report["results"] if "uned" in res]
+    if uned_results:
+        lines += ["", "## UnED", ""]
+        for res in uned_results:
+            lines += [uned_title(res) + ".", "", *_markdown_table(UNED_HEADERS, uned_rows(res), 1), ""]
+        lines += ["'sep.': each domain's queries against its own index; 'common': against all domains' indexes "
+                  "merged (the benchmark's standard protocol), relevance and n_q still per domain. mMP@5 is the "
+                  "host's mP@5, R@1 is P@1; the task row above shows the common means."]
     board = report.get("leaderboard")
     if board:
         lines += ["", "## CV against the leaderboard", "", board["note"] + "."]

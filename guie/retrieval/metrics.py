@@ -40,13 +40,28 @@ def _relevance(retrieved: np.ndarray, query_labels: Sequence, index_labels: Sequ
     return hits, n_rel
 
 
+def precision_from_hits(hits: np.ndarray, n_rel: np.ndarray, k: int = 5) -> np.ndarray:
+    """The host's precision@k per query from ``hits`` ((Q, >=k) bool: rank r holds a relevant image, each
+    image counted once) and ``n_rel`` ((Q,) int, every n >= 1): relevant hits in the first min(n, k)
+    ranks, divided by min(n, k). Returns (Q,) float64."""
+    m = np.minimum(n_rel, k)
+    ranks = np.arange(hits.shape[1])[None, :]
+    return (hits & (ranks < m[:, None])).sum(axis=1) / m
+
+
+def average_precision_from_hits(hits: np.ndarray, n_rel: np.ndarray, k: int = 5) -> np.ndarray:
+    """Average precision at k per query, from ``hits`` and ``n_rel`` as in :func:`precision_from_hits`:
+    the sum over the first k ranks r holding a hit of P@r, divided by min(n, k). Returns (Q,) float64."""
+    hits = hits[:, :k]
+    precision_at_r = np.cumsum(hits, axis=1) / np.arange(1, hits.shape[1] + 1)[None, :]
+    return (precision_at_r * hits).sum(axis=1) / np.minimum(n_rel, k)
+
+
 def calibrated_precision_per_query(retrieved: np.ndarray, query_labels: Sequence, index_labels: Sequence,
                                    k: int = 5) -> np.ndarray:
     """The host's precision@k per query (see module docstring); ``retrieved`` holds index positions."""
     hits, n_rel = _relevance(np.asarray(retrieved)[:, :k], query_labels, index_labels)
-    m = np.minimum(n_rel, k)
-    ranks = np.arange(hits.shape[1])[None, :]
-    return (hits & (ranks < m[:, None])).sum(axis=1) / m
+    return precision_from_hits(hits, n_rel, k)
 
 
 def mean_precision_at_k(retrieved: np.ndarray, query_labels: Sequence, index_labels: Sequence, k: int = 5) -> float:
@@ -63,9 +78,7 @@ def precision_at_1(retrieved: np.ndarray, query_labels: Sequence, index_labels: 
 def map_at_k(retrieved: np.ndarray, query_labels: Sequence, index_labels: Sequence, k: int = 5) -> float:
     """Mean average precision at k: sum over ranks r of P@r at each hit, divided by min(n_q, k)."""
     hits, n_rel = _relevance(np.asarray(retrieved)[:, :k], query_labels, index_labels)
-    precision_at_r = np.cumsum(hits, axis=1) / np.arange(1, hits.shape[1] + 1)[None, :]
-    ap = (precision_at_r * hits).sum(axis=1) / np.minimum(n_rel, k)
-    return float(ap.mean())
+    return float(average_precision_from_hits(hits, n_rel, k).mean())
 
 
 def retrieval_scores(retrieved: np.ndarray, query_labels: Sequence, index_labels: Sequence, k: int = 5) -> dict[str, float]:
