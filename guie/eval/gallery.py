@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import tempfile
+import uuid
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -190,7 +191,8 @@ def write_gallery(retrievals: Sequence[TaskRetrieval], folder: str | Path, n: in
         by_task.setdefault(r.task, []).append(r)
     _check_replaceable(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".guie-gallery-", dir=folder.parent))
+    tmp = folder.parent / f".guie-gallery-{uuid.uuid4().hex[:12]}"
+    tmp.mkdir()  # with the umask's mode, unlike mkdtemp's 0700: the gallery is for others to open too
     try:
         (tmp / GALLERY_THUMBS).mkdir()
         thumbs = _Thumbs(tmp / GALLERY_THUMBS)

@@ -3,7 +3,7 @@ does not decode, and a task's first rows drawn as one PNG (for a terminal, a not
 
 Images open with PIL and convert to RGB as the host did (``guie.data.images.load_rgb``); JPEGs are
 decoded at reduced size first (PIL's draft mode), so a 4,000-pixel photo costs a fraction of a full
-decode. Thumbnails fit in THUMB_PX x THUMB_PX; small images (the 8 x 8 demo digits) are enlarged by a
+decode. Thumbnails fit in THUMB_PX x THUMB_PX; small images (the demo's 32 x 32 digits) are enlarged by a
 whole factor with nearest-neighbour resampling, so they stay sharp.
 """
 from __future__ import annotations
