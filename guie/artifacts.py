@@ -66,6 +66,11 @@ SAVED_PROGRAM = "saved_model.pt2"  # a torch.export program (guie-export --progr
 SUBMISSION_ZIP = "submission.zip"  # saved_model.pt at its root, nothing else
 VERIFY_REPORT = "verify.json"  # the export's checks; guie-compat adds its matrix
 
+# guie-eval --out (guie.eval.report, guie.eval.gallery).
+GALLERY_DIR = "gallery"  # --gallery N: index.html, one page and one PNG per task, thumbs/
+GALLERY_INDEX = "index.html"
+GALLERY_THUMBS = "thumbs"  # one JPEG per image shown
+
 # guie-submit's record of a model's Kaggle scores (guie.leaderboard_log).
 LEADERBOARD_FILE = "leaderboard.jsonl"
 

@@ -45,6 +45,9 @@ common index; mMP@5 and R@1). Exact k-NN (faiss, k=5) on L2-normalised embedding
 @click.option("--leaderboard", is_flag=True,
               help="add each model's latest Kaggle score (leaderboard.jsonl beside it, from guie-submit) and the "
               "Spearman/Pearson correlation of mP@5 with it, per task and for the mean")
+@click.option("--gallery", type=int, metavar="N",
+              help="also write OUT/gallery/: per task and model the N queries with the lowest mP@5 and N random "
+              "ones, each with every model's top 5 (index.html to open in a browser, a PNG per task)")
 @click.option("--batch-size", default=64, show_default=True, help="images per forward (run folders)")
 @click.option("--workers", type=int, help="DataLoader workers for decoding (default: cores - 1, at most 8)")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
@@ -52,21 +55,35 @@ common index; mMP@5 and R@1). Exact k-NN (faiss, k=5) on L2-normalised embedding
 @friendly_errors
 def eval_command(models: tuple[str, ...], tasks: tuple[str, ...], out: str | None, seed: int, query_frac: float,
                  max_classes: int | None, max_queries: int | None, distractors: int, task_weights: str | None,
-                 uned_split: str, leaderboard: bool, batch_size: int, workers: int | None, device: str) -> None:
+                 uned_split: str, leaderboard: bool, gallery: int | None, batch_size: int, workers: int | None,
+                 device: str) -> None:
     if batch_size < 1:
         raise GuieError("--batch-size must be at least 1")
+    if gallery is not None and gallery < 1:
+        raise GuieError(f"--gallery must be at least 1 (queries per section), got {gallery}")
+    if gallery is not None and not out:
+        raise GuieError("--gallery writes its pages under --out; add --out FOLDER")
     from guie.eval.evaluate import EvalSettings, evaluate, parse_task_weights
     from guie.eval.report import format_table, write_report
 
     settings = EvalSettings(seed, query_frac, max_classes, max_queries, batch_size, workers, device, distractors,
                             parse_task_weights(task_weights), uned_split=uned_split)
-    report = evaluate(list(models), list(tasks), settings, log=lambda line: click.echo(line, err=True))
+    retrievals: list | None = [] if gallery else None
+    report = evaluate(list(models), list(tasks), settings, log=lambda line: click.echo(line, err=True),
+                      retrievals=retrievals)
     if leaderboard:
         from guie.eval.cv_vs_leaderboard import attach_leaderboard
 
         attach_leaderboard(report)
     click.echo(format_table(report))
     if out:
+        index = None
+        if gallery:
+            from guie.eval.gallery import attach_gallery
+
+            index = attach_gallery(report, retrievals, out, gallery, seed)
         paths = write_report(report, out)
         click.echo(f"report: {paths['json']}, {paths['csv'].name}, {paths['md'].name}; chart: {paths['png']}"
                    + (f"; CV vs LB: {paths['scatter']}" if "scatter" in paths else ""))
+        if index is not None:
+            click.echo(f"gallery: {index} (open it in a browser)")

@@ -16,6 +16,7 @@ import numpy as np
 
 from guie.data.records import unique_name
 from guie.errors import GuieError, did_you_mean
+from guie.eval.retrieval_rows import TaskRetrieval, retrieval_by_class
 from guie.eval.tasks import RetrievalTask, TaskOptions, build_task, build_tasks
 from guie.eval.uned import REFUSED_OPTIONS, UnedTask, build_uned_task, evaluate_uned, is_uned_spec
 from guie.retrieval.knn import knn
@@ -111,13 +112,18 @@ def score_retrieval(ids: np.ndarray, query_labels: list[str], index_labels: list
             f"mAP@{K}": map_at_k(ids, query_labels, index_labels, K)}
 
 
-def evaluate_task(task: RetrievalTask, vectors: np.ndarray, position: dict[str, int]) -> dict[str, Any]:
-    """Scores of one model on one task; ``vectors[position[path]]`` is an image's embedding."""
+def evaluate_task(task: RetrievalTask, vectors: np.ndarray, position: dict[str, int],
+                  keep: Callable[[TaskRetrieval], None] | None = None, model: str = "") -> dict[str, Any]:
+    """Scores of one model on one task; ``vectors[position[path]]`` is an image's embedding. ``keep``, when
+    given, receives the task's per-query retrieval (:class:`TaskRetrieval`, labelled with ``model``)."""
     xq = vectors[[position[r.path] for r in task.query]]
     xb = vectors[[position[r.path] for r in task.index]]
     query_labels = [r.class_key for r in task.query]
     index_labels = [r.class_key for r in task.index]
-    _, ids = knn(xb, xq, K)
+    sims, ids = knn(xb, xq, K)
+    if keep is not None:
+        keep(retrieval_by_class(task.name, model, [r.path for r in task.query], query_labels,
+                                [r.path for r in task.index], index_labels, sims, ids))
     result: dict[str, Any] = {**score_retrieval(ids, query_labels, index_labels),
                               "queries": len(task.query), "index": len(task.index)}
     domains = sorted({r.domain for r in task.query})
@@ -141,8 +147,9 @@ def mean_over_tasks(results: list[dict[str, Any]], weights: dict[str, float] | N
 
 
 def evaluate(models: Sequence[str | Path], task_specs: Sequence[str], settings: EvalSettings = EvalSettings(),
-             log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Evaluate every model on every task; returns the report dict.
+             log: Callable[[str], None] = print, retrievals: list[TaskRetrieval] | None = None) -> dict[str, Any]:
+    """Evaluate every model on every task; returns the report dict. ``retrievals``, when given, gets one
+    :class:`TaskRetrieval` per model and task (their per-query results, e.g. for guie.eval.gallery).
 
     Keys: ``k``, ``settings``, ``models`` (name, path, kind), ``tasks`` (name, spec, rule,
     sizes, dropped queries and skipped rows with reasons), ``results`` (one per model and
@@ -185,7 +192,8 @@ def evaluate(models: Sequence[str | Path], task_specs: Sequence[str], settings: 
                 raise GuieError(f"task {task.name!r} has no usable queries or index left after dropping "
                                 f"{len(bad_paths)} unreadable images; fix the image files")
             results.append({"model": ref.name, "task": task.name,
-                            **evaluate_task(task, emb.vectors[ref.name], position)})
+                            **evaluate_task(task, emb.vectors[ref.name], position,
+                                            None if retrievals is None else retrievals.append, ref.name)})
     means = [{"model": ref.name, **mean_over_tasks([r for r in results if r["model"] == ref.name],
                                                     settings.task_weights)} for ref in refs]
     for warning in emb.warnings:

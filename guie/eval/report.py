@@ -210,6 +210,11 @@ def format_markdown(report: dict[str, Any]) -> str:
         if t["skipped_rows"]:
             why = ", ".join(f"{n} {r}" for r, n in t["skipped_reasons"].items())
             lines.append(f"  Rows skipped by the adapter: {t['skipped_rows']} ({why}).")
+    gallery = report.get("gallery")
+    if gallery:
+        n = gallery["rows_per_section"]
+        lines += ["", f"Retrieval gallery: [{gallery['index']}]({gallery['index']}) (per task, each model's {n} "
+                      f"lowest-scoring queries and {n} random ones, with every model's top {k})."]
     if report.get("unreadable_images"):
         lines += ["", f"Unreadable images skipped: {len(report['unreadable_images'])} (listed in report.json)."]
     for w in report.get("warnings", []):

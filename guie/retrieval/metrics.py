@@ -88,3 +88,10 @@ def retrieval_scores(retrieved: np.ndarray, query_labels: Sequence, index_labels
         "P@1": precision_at_1(retrieved, query_labels, index_labels),
         f"mAP@{k}": map_at_k(retrieved, query_labels, index_labels, k),
     }
+
+
+def relevant_hits(retrieved: np.ndarray, query_labels: Sequence, index_labels: Sequence) -> tuple[np.ndarray, np.ndarray]:
+    """Per query, which results count: a bool ``(Q, k)`` matrix (relevant = same label; a repeated index
+    position counts once, -1 never) and n_q, the int64 ``(Q,)`` count of relevant index images. The
+    relevance every metric here scores. Raises GuieError when a query has no relevant index image."""
+    return _relevance(np.asarray(retrieved), query_labels, index_labels)

@@ -160,9 +160,10 @@ def random_projection_baseline(table: FeatureTable, query: np.ndarray, index: np
     return res["mP@5"]
 
 
-TaskEval = Callable[[Path, TrainConfig, str, Callable[[str], None]], tuple[dict[str, Any], dict[str, float]]]
+TaskEval = Callable[[Path, TrainConfig, str, Callable[[str], None]], tuple[dict[str, Any], dict[str, Any]]]
 """``--eval TASKS`` on a finished model: ``(model.pt, config, device, log) -> (report, summary)``; the
-report goes into eval.json under "tasks", the summary (metric name -> value) to the tracker. The
+report goes into eval.json under "tasks", the summary (metric name -> value, or a W&B media object) to
+the tracker. The
 composing layer supplies it (guie.workflows.train_eval): training does not import evaluation."""
 
 

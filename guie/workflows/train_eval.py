@@ -19,20 +19,36 @@ from guie.train.run import RunResult, run_training
 
 
 def evaluate_tasks(model: Path, cfg: TrainConfig, device: str,
-                   log: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, float]]:
+                   log: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, Any]]:
     """guie-eval on the finished ``model`` for the --eval task specs of ``cfg``; logs the mean mP@5.
 
     Returns the evaluation report (guie.eval.evaluate's keys; eval.json's "tasks") and the tracker
-    summary ``{"eval/<task>/mP@5": value}``. Raises GuieError as guie-eval does for a bad task.
+    summary ``{"eval/<task>/mP@5": value}``. A run tracked by W&B (``--wandb offline|online``) also gets
+    the retrieval gallery in its folder (RUN/gallery/, guie.eval.gallery) and each task's picture of
+    it in the summary as ``eval/<task>/gallery`` (a wandb.Image). Raises GuieError as guie-eval does for
+    a bad task.
     """
     from guie.eval.evaluate import EvalSettings, evaluate
 
+    retrievals: list | None = [] if cfg.wandb != "off" else None
     report = evaluate([model], cfg.eval_tasks, EvalSettings(seed=cfg.seed, batch_size=cfg.extract_batch_size,
-                                                            workers=cfg.workers, device=device), log=log)
+                                                            workers=cfg.workers, device=device), log=log,
+                      retrievals=retrievals)
     mean = report["mean"][0]
     log(f"mP@5 {mean['mP@5']:.4f} mean over {mean['tasks']} eval tasks ("
         + ", ".join(f"{r['task']} {r['mP@5']:.4f}" for r in report["results"]) + ")")
-    return report, {f"eval/{r['task']}/mP@5": r["mP@5"] for r in report["results"]}
+    summary: dict[str, Any] = {f"eval/{r['task']}/mP@5": r["mP@5"] for r in report["results"]}
+    if retrievals is not None:
+        import wandb  # imported only for a tracked run: it is slow to import
+
+        from guie.eval.gallery import DEFAULT_ROWS, attach_gallery
+
+        index = attach_gallery(report, retrievals, model.parent, DEFAULT_ROWS, cfg.seed)
+        log(f"gallery: {index} (also in the W&B run, eval/<task>/gallery)")
+        for task in report["gallery"]["tasks"]:
+            summary[f"eval/{task['task']}/gallery"] = wandb.Image(
+                str(index.parent / task["png"]), caption=f"{task['task']}: the first rows of the gallery")
+    return report, summary
 
 
 def train_and_evaluate(cfg: TrainConfig, resume: bool = False, overwrite: bool = False,
