@@ -207,9 +207,21 @@ def test_guie_train_trains_on_the_eight_train_splits(cli, mini, tmp_path):
 @pytest.mark.slow
 def test_guie_eval_follows_the_protocol_in_both_settings_on_test_and_val(cli, mini, export, tmp_path):
     vectors = host_vectors(export, all_disks(mini))
-    res = cli("eval", str(export), "--task", f"uned:{mini['root']}", "--out", str(tmp_path / "rep"), "--workers", "0")
+    res = cli("eval", str(export), "--task", f"uned:{mini['root']}", "--out", str(tmp_path / "rep"), "--workers", "0",
+              "--gallery", "2")
     assert res.returncode == 0, res.stderr
     report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    # the gallery shows the common index: a result is framed relevant iff it is of the query's domain and one of
+    # its classes (labels read domain/class, a two-class query domain/a+domain/b), and the page's mP@5 is the headline
+    (page,) = report["gallery"]["tasks"]
+    assert page["models"][0]["mP@5"] == pytest.approx(report["results"][0]["mP@5"]) and len(page["rows"]) == 4
+    for row in page["rows"]:
+        wanted = set(row["query"]["label"].split("+"))
+        for result in row["strips"][0]["results"]:
+            assert result["relevant"] == (result["label"] in wanted), (row["query"], result)
+        m = min(row["query"]["n_q"], 5)
+        assert row["strips"][0]["score"] == pytest.approx(sum(r["relevant"] for r in row["strips"][0]["results"][:m]) / m)
+    assert (tmp_path / "rep" / report["gallery"]["index"]).is_file()
     uned = report["results"][0]["uned"]
     want = reference(mini, vectors, "test")
     assert uned["split"] == "test" and uned["sampled"] is None

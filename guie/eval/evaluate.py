@@ -18,7 +18,14 @@ from guie.data.records import unique_name
 from guie.errors import GuieError, did_you_mean
 from guie.eval.retrieval_rows import TaskRetrieval, retrieval_by_class
 from guie.eval.tasks import RetrievalTask, TaskOptions, build_task, build_tasks
-from guie.eval.uned import REFUSED_OPTIONS, UnedTask, build_uned_task, evaluate_uned, is_uned_spec
+from guie.eval.uned import (
+    REFUSED_OPTIONS,
+    UnedTask,
+    build_uned_task,
+    evaluate_uned,
+    gallery_retrieval,
+    is_uned_spec,
+)
 from guie.retrieval.knn import knn
 from guie.retrieval.metrics import calibrated_precision_per_query, map_at_k, precision_at_1
 from guie.version import __version__
@@ -185,8 +192,10 @@ def evaluate(models: Sequence[str | Path], task_specs: Sequence[str], settings: 
     for ref in refs:
         for task in tasks:
             if isinstance(task, UnedTask):
-                row, _ = evaluate_uned(task, emb.vectors[ref.name], position)
+                row, found = evaluate_uned(task, emb.vectors[ref.name], position)
                 results.append({"model": ref.name, "task": task.name, **row})
+                if retrievals is not None:
+                    retrievals.append(gallery_retrieval(task.name, ref.name, found["common"]))
                 continue
             if not task.query or not task.index:
                 raise GuieError(f"task {task.name!r} has no usable queries or index left after dropping "

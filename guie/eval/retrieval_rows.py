@@ -30,6 +30,8 @@ class TaskRetrieval:
     - ``relevant``: bool ``(Q, k)``, the result counts as a hit for the query's score.
     - ``n_relevant``: int64 ``(Q,)``, the query's n_q (relevant index images).
     - ``scores``: float64 ``(Q,)``, the query's score: the host's calibrated precision at k (mP@5).
+    - ``weights``: float64 ``(Q,)`` summing to 1, each query's share of the task's figures (None: equal
+      shares); UnED's headline is a mean over domains, so each query weighs 1 / (domains x its domain's queries).
 
     Raises ValueError when the shapes disagree.
     """
@@ -45,6 +47,7 @@ class TaskRetrieval:
     relevant: np.ndarray
     n_relevant: np.ndarray
     scores: np.ndarray
+    weights: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         q, n = len(self.query_paths), len(self.index_paths)
@@ -54,6 +57,7 @@ class TaskRetrieval:
             ("neighbours", self.neighbours.shape == (q, k) and k > 0),
             ("similarities", self.similarities.shape == (q, k)), ("relevant", self.relevant.shape == (q, k)),
             ("n_relevant", self.n_relevant.shape == (q,)), ("scores", self.scores.shape == (q,)),
+            ("weights", self.weights is None or (self.weights.shape == (q,) and abs(float(self.weights.sum()) - 1) < 1e-6)),
             ("neighbours' range", bool(((self.neighbours >= -1) & (self.neighbours < n)).all())),
         ) if not ok]
         if problems:
@@ -67,13 +71,18 @@ class TaskRetrieval:
 
     @property
     def mean_precision(self) -> float:
-        """mP@k over the task's queries (the mean of ``scores``)."""
-        return float(self.scores.mean()) if len(self.scores) else float("nan")
+        """mP@k over the task's queries (the mean of ``scores``, by ``weights`` when given)."""
+        return self._mean(self.scores)
 
     @property
     def precision_at_1(self) -> float:
-        """Share of queries whose first result is relevant."""
-        return float(self.relevant[:, 0].mean()) if len(self.relevant) else float("nan")
+        """Share of queries whose first result is relevant (by ``weights`` when given)."""
+        return self._mean(self.relevant[:, 0].astype(np.float64))
+
+    def _mean(self, values: np.ndarray) -> float:
+        if not len(values):
+            return float("nan")
+        return float(values.mean() if self.weights is None else np.dot(self.weights, values))
 
 
 def retrieval_by_class(task: str, model: str, query_paths: Sequence[str], query_labels: Sequence[str],

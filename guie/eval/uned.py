@@ -42,6 +42,7 @@ import numpy as np
 from guie.data.records import Record
 from guie.data.uned import DOMAIN_SEPARATOR, DOMAINS, IMAGE_FOLDERS, PREFIX, parse_root, read_uned
 from guie.errors import GuieError
+from guie.eval.retrieval_rows import TaskRetrieval
 from guie.eval.tasks import NO_MATCH
 from guie.retrieval.knn import knn
 from guie.retrieval.metrics import average_precision_from_hits, precision_from_hits
@@ -375,3 +376,28 @@ def evaluate_uned(task: UnedTask, vectors: np.ndarray,
                           for d in retrievals["common"]]
     row["uned"] = uned
     return row, retrievals
+
+
+def gallery_retrieval(task_name: str, model: str, common: dict[str, Retrieval]) -> TaskRetrieval:
+    """The common setting of a UnED task as one :class:`TaskRetrieval` (what guie-eval --gallery shows): every
+    domain's queries, in the official domain order, against the merged index they share.
+
+    Labels read ``domain/class`` (``gldv2/12+gldv2/40`` for a query of two classes); relevance and n_q are
+    the protocol's (same domain, one of the query's labels), each query's score is its mMP@5, and each
+    query weighs 1 / (domains x its domain's queries), so the page's mP@5 and P@1 are the task's headline (the
+    unweighted mean over domains). Raises ValueError when the domains do not share one merged index.
+    """
+    parts = list(common.values())
+    index = parts[0].index
+    if any(r.index is not index and r.index != index for r in parts[1:]):
+        raise ValueError(f"UnED task {task_name}: the common setting's domains do not share one merged index")
+    relevant = np.concatenate([r.relevant for r in parts]) if parts else np.zeros((0, K), bool)
+    n_relevant = np.concatenate([r.n_relevant for r in parts]) if parts else np.zeros(0, np.int64)
+    return TaskRetrieval(
+        task_name, model,
+        [q.path for r in parts for q in r.query],
+        ["+".join(f"{r.domain}/{label}" for label in labels) for r in parts for labels in r.query_labels],
+        [x.path for x in index], [f"{x.domain}/{x.label}" for x in index],
+        np.concatenate([r.neighbours for r in parts]), np.concatenate([r.similarities for r in parts]),
+        relevant, n_relevant, precision_from_hits(relevant, n_relevant, K).astype(np.float64),
+        np.concatenate([np.full(len(r.query), 1.0 / (len(parts) * len(r.query))) for r in parts]))
