@@ -13,6 +13,12 @@ def cache_root() -> Path:
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "guie"
 
 
+def feature_cache_dir(override: str | Path | None = None) -> Path:
+    """The feature cache folder guie-train and guie-eval share: ``override`` (their --cache-dir) when
+    given, else the cache root's ``features``."""
+    return Path(override) if override else cache_root() / "features"
+
+
 def torch_envs_root() -> Path:
     """Where the per-release environments live: $GUIE_TORCH_ENVS, else the user cache's guie/torch-envs."""
     if os.environ.get("GUIE_TORCH_ENVS"):

@@ -13,7 +13,9 @@ submission.zip; several models give one comparison table and chart. Each --task 
 source spec; its queries and index come from the dataset's own split where it has one
 (DeepFashion query/gallery, The Met queries/database), else from a seeded per-class split
 of its test split (SOP, Food-101, Products-10K, ObjectNet) or of all its images. Exact k-NN
-(faiss, k=5) on L2-normalised embeddings. Example:
+(faiss, or torch on CUDA; k=5) on L2-normalised embeddings. Run folders read their backbone's
+features from guie-train's feature cache and compute only the missing images; under
+torchrun (python -m guie.eval) every rank computes its share and rank 0 scores. Example:
 
 \b
   guie-eval runs/vith-4000 --task sop:/data/Stanford_Online_Products \\
@@ -44,18 +46,29 @@ of its test split (SOP, Food-101, Products-10K, ObjectNet) or of all its images.
 @click.option("--workers", type=int, help="DataLoader workers for decoding (default: cores - 1, at most 8)")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="auto: CUDA when present (with autocast), else CPU")
+@click.option("--cache-dir", type=click.Path(file_okay=False),
+              help="feature cache folder of run folders' backbones, as guie-train's --cache-dir "
+              "(default $GUIE_CACHE/features or ~/.cache/guie/features)")
 @friendly_errors
 def eval_command(models: tuple[str, ...], tasks: tuple[str, ...], out: str | None, seed: int, query_frac: float,
                  max_classes: int | None, max_queries: int | None, distractors: int, task_weights: str | None,
-                 leaderboard: bool, batch_size: int, workers: int | None, device: str) -> None:
+                 leaderboard: bool, batch_size: int, workers: int | None, device: str, cache_dir: str | None) -> None:
     if batch_size < 1:
         raise GuieError("--batch-size must be at least 1")
+    from guie.distributed import init_distributed, shutdown
     from guie.eval.evaluate import EvalSettings, evaluate, parse_task_weights
     from guie.eval.report import format_table, write_report
 
     settings = EvalSettings(seed, query_frac, max_classes, max_queries, batch_size, workers, device, distractors,
-                            parse_task_weights(task_weights))
-    report = evaluate(list(models), list(tasks), settings, log=lambda line: click.echo(line, err=True))
+                            parse_task_weights(task_weights), cache_dir)
+    dist = init_distributed()  # a world of one without torchrun
+    try:
+        log = (lambda line: click.echo(line, err=True)) if dist.is_main else (lambda _: None)
+        report = evaluate(list(models), list(tasks), settings, log=log, dist=dist)
+    finally:
+        shutdown(dist)
+    if report is None:  # a torchrun rank other than 0: its share of the features is cached; rank 0 reports
+        return
     if leaderboard:
         from guie.eval.cv_vs_leaderboard import attach_leaderboard
 

@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from guie.distributed import DistContext
 from guie.errors import GuieError, did_you_mean
 from guie.eval.tasks import RetrievalTask, TaskOptions, build_tasks
+from guie.paths import feature_cache_dir
 from guie.retrieval.knn import knn
 from guie.retrieval.metrics import calibrated_precision_per_query, map_at_k, precision_at_1
 from guie.version import __version__
@@ -37,6 +39,7 @@ class EvalSettings:
     device: str = "auto"
     distractors: int = 0
     task_weights: dict[str, float] | None = None  # task name -> weight of the task mean; None: equal weights
+    cache_dir: str | None = None  # feature cache of run folders' backbones; None: guie-train's default folder
 
     def task_options(self) -> TaskOptions:
         return TaskOptions(self.seed, self.query_frac, self.max_classes, self.max_queries, self.distractors).validate()
@@ -119,13 +122,16 @@ def mean_over_tasks(results: list[dict[str, Any]], weights: dict[str, float] | N
 
 
 def evaluate(models: Sequence[str | Path], task_specs: Sequence[str], settings: EvalSettings = EvalSettings(),
-             log: Callable[[str], None] = print) -> dict[str, Any]:
+             log: Callable[[str], None] = print, dist: DistContext | None = None) -> dict[str, Any] | None:
     """Evaluate every model on every task; returns the report dict.
 
     Keys: ``k``, ``settings``, ``models`` (name, path, kind), ``tasks`` (name, spec, rule,
     sizes, dropped queries and skipped rows with reasons), ``results`` (one per model and
     task: mP@5, P@1, mAP@5, queries, index, and ``domains`` when a task has several),
-    ``mean`` (per model, over tasks), ``warnings``.
+    ``mean`` (per model, over tasks), ``warnings``. Run folders' backbone features come from
+    the feature cache (``settings.cache_dir``). Under torchrun (``dist`` of several ranks) every
+    rank computes its share of the missing features; rank 0 scores and returns the report, the
+    other ranks return None.
     """
     started = time.perf_counter()
     tasks = build_tasks(list(task_specs), settings.task_options())  # data errors surface before torch loads
@@ -138,7 +144,10 @@ def evaluate(models: Sequence[str | Path], task_specs: Sequence[str], settings: 
             + (f"; {len(task.dropped)} queries dropped ({task.dropped[0][1]})" if task.dropped else ""))
     paths = sorted({r.path for task in tasks for r in (*task.query, *task.index)})
     position = {p: i for i, p in enumerate(paths)}
-    emb = embed_with_models(refs, paths, settings.device, settings.batch_size, settings.workers, log)
+    emb = embed_with_models(refs, paths, settings.device, settings.batch_size, settings.workers, log,
+                            cache_dir=feature_cache_dir(settings.cache_dir), dist=dist)
+    if emb is None:  # a torchrun rank other than 0: its share of the features is in the cache
+        return None
     bad_paths = {paths[i]: why for i, why in emb.bad.items()}
     if bad_paths:
         log(f"skipping {len(bad_paths)} unreadable images (listed in the report)")

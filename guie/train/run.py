@@ -42,7 +42,7 @@ from guie.model.backbone import (
 from guie.model.heads import MarginHead, build_head, parse_margin_schedule
 from guie.model.model_file import save_model_file
 from guie.model.projection import Projection
-from guie.paths import cache_root
+from guie.paths import feature_cache_dir
 from guie.retrieval.knn import evaluate_retrieval
 from guie.train.checkpoint import load_checkpoint
 from guie.train.loop import LoopSettings, TrainOutcome, train_head
@@ -297,8 +297,7 @@ class BackboneOnDemand:
 def cached_features(records: list[Record], spec: BackboneSpec, cfg: TrainConfig, backbone: Callable[[], Backbone],
                     device: torch.device, log: Callable[[str], None], dist: DistContext) -> CachedFeatures:
     """The records' frozen features, clean view and --aug-views augmented views, from the cache (filled first)."""
-    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else cache_root() / "features"
-    return ensure_features([r.path for r in records], spec, cfg.aug_views, cache_dir, backbone,
+    return ensure_features([r.path for r in records], spec, cfg.aug_views, feature_cache_dir(cfg.cache_dir), backbone,
                            batch_size=cfg.extract_batch_size, num_workers=cfg.workers, device=device, log=log,
                            shard_size=cfg.shard_size, dist=dist, need_sizes=cfg.size_features)
 
