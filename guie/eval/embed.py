@@ -154,7 +154,7 @@ def _embed_cached_group(refs: list[ModelRef], models: dict[str, dict], paths: Se
     if not dist.is_main:
         return None, feats.computed
     bad.update(feats.bad)
-    good = np.array([i for i in range(len(paths)) if i not in feats.bad], dtype=np.int64)
+    good = np.setdiff1d(np.arange(len(paths), dtype=np.int64), np.fromiter(feats.bad, np.int64, len(feats.bad)))
     out = {}
     for name, projection in projections.items():
         out[name] = np.zeros((len(paths), projection.dim), np.float32)
