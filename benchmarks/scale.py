@@ -67,7 +67,7 @@ def write_csv(path: Path, ids: list[str], seed: int = 0) -> None:
     rng.shuffle(labels)
     with open(path, "w") as fh:
         fh.write("id,url,landmark_id\n")
-        fh.writelines(f"{i},https://upload.wikimedia.org/x/{i}.jpg,{lab}\n" for i, lab in zip(ids, labels.tolist()))
+        fh.writelines(f"{i},https://upload.wikimedia.org/x/{i}.jpg,{lab}\n" for i, lab in zip(ids, labels.tolist(), strict=True))
 
 
 def run_one(args: argparse.Namespace) -> dict[str, float]:
@@ -77,11 +77,11 @@ def run_one(args: argparse.Namespace) -> dict[str, float]:
     from guie.data import load_source
     from guie.data.sampling import holdout_split, sample_classes
     from guie.features.cache import FeatureCache, image_key
+    from guie.features.extract import project_features as embed
     from guie.model.heads import build_head
     from guie.model.projection import Projection
     from guie.retrieval.knn import evaluate_retrieval
     from guie.train.loop import LoopSettings, train_head
-    from guie.train.run import embed
     from guie.train.tracking import Tracker
 
     torch.manual_seed(0)
@@ -104,7 +104,7 @@ def run_one(args: argparse.Namespace) -> dict[str, float]:
         return kept, holdout_split(kept, 0.2, seed=0)
 
     records, (train_index, held_index) = stage("sampling", sampling)  # as guie-train: the sampled records
-    del data
+    data = None  # the records list is no longer needed (frees its memory before the later stages)
     train_index, held_index = np.array(train_index), np.array(held_index)
     keys = stage("keys", lambda: [image_key(r.path) for r in records])
 

@@ -33,6 +33,12 @@ def cache_root() -> Path:
     return user_cache_root()
 
 
+def feature_cache_dir(override: str | Path | None = None) -> Path:
+    """The feature cache folder guie-train and guie-eval share: ``override`` (their --cache-dir) when
+    given, else the cache root's ``features``."""
+    return Path(override) if override else cache_root() / "features"
+
+
 def torch_envs_root() -> Path:
     """Where the per-release torch environments live: ``$GUIE_TORCH_ENVS`` (``~`` expanded), else
     ``user_cache_root() / "torch-envs"`` (``~/.cache/guie/torch-envs`` on Linux). Read at each call."""

@@ -19,6 +19,12 @@ def shards_in(root: Path) -> list[dict]:
     return FeatureCache.open_dir(cache_folder(root), {}).shards
 
 
+def shard_keys(root: Path) -> list[set[str]]:
+    """The image keys of each shard of the one cache folder under ``root``, in the order they were added."""
+    folder = cache_folder(root)
+    return [set(_read_keys(folder / shard["keys"])) for shard in FeatureCache.open_dir(folder, {}).shards]
+
+
 def write_legacy_index(folder: Path, drop_sizes: bool = False) -> dict:
     """Rewrite the cache in ``folder`` as guie wrote it before the journal: ``index.json`` listing every
     shard, keys as JSON lists (and, with ``drop_sizes``, as before image sizes were recorded)."""

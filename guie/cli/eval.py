@@ -14,7 +14,10 @@ source spec; its queries and index come from the dataset's own split where it ha
 (DeepFashion query/gallery, The Met queries/database), else from a seeded per-class split
 of its test split (SOP, Food-101, Products-10K, ObjectNet) or of all its images. A uned:ROOT
 task follows the UnED benchmark's protocol (8 domains, fixed queries and index; separate and
-common index; mMP@5 and R@1). Exact k-NN (faiss, k=5) on L2-normalised embeddings. Examples:
+common index; mMP@5 and R@1). Exact k-NN (faiss, or torch on CUDA; k=5) on L2-normalised
+embeddings. Run folders read their backbone's features from guie-train's feature cache and
+compute only the missing images; under torchrun (python -m guie.eval) every rank computes its
+share and rank 0 scores. Examples:
 
 \b
   guie-eval runs/vith-4000 --task sop:/data/Stanford_Online_Products \\
@@ -52,25 +55,35 @@ common index; mMP@5 and R@1). Exact k-NN (faiss, k=5) on L2-normalised embedding
 @click.option("--workers", type=int, help="DataLoader workers for decoding (default: cores - 1, at most 8)")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="auto: CUDA when present (with autocast), else CPU")
+@click.option("--cache-dir", type=click.Path(file_okay=False),
+              help="feature cache folder of run folders' backbones, as guie-train's --cache-dir "
+              "(default $GUIE_CACHE/features or ~/.cache/guie/features)")
 @friendly_errors
 def eval_command(models: tuple[str, ...], tasks: tuple[str, ...], out: str | None, seed: int, query_frac: float,
                  max_classes: int | None, max_queries: int | None, distractors: int, task_weights: str | None,
                  uned_split: str, leaderboard: bool, gallery: int | None, batch_size: int, workers: int | None,
-                 device: str) -> None:
+                 device: str, cache_dir: str | None) -> None:
     if batch_size < 1:
         raise GuieError("--batch-size must be at least 1")
     if gallery is not None and gallery < 1:
         raise GuieError(f"--gallery must be at least 1 (queries per section), got {gallery}")
     if gallery is not None and not out:
         raise GuieError("--gallery writes its pages under --out; add --out FOLDER")
+    from guie.distributed import init_distributed, shutdown
     from guie.eval.evaluate import EvalSettings, evaluate, parse_task_weights
     from guie.eval.report import format_table, write_report
 
     settings = EvalSettings(seed, query_frac, max_classes, max_queries, batch_size, workers, device, distractors,
-                            parse_task_weights(task_weights), uned_split=uned_split)
+                            parse_task_weights(task_weights), uned_split=uned_split, cache_dir=cache_dir)
     retrievals: list | None = [] if gallery else None
-    report = evaluate(list(models), list(tasks), settings, log=lambda line: click.echo(line, err=True),
-                      retrievals=retrievals)
+    dist = init_distributed()  # a world of one without torchrun
+    try:
+        log = (lambda line: click.echo(line, err=True)) if dist.is_main else (lambda _: None)
+        report = evaluate(list(models), list(tasks), settings, log=log, dist=dist, retrievals=retrievals)
+    finally:
+        shutdown(dist)
+    if report is None:  # a torchrun rank other than 0: its share of the features is cached; rank 0 reports
+        return
     if leaderboard:
         from guie.eval.cv_vs_leaderboard import attach_leaderboard
 

@@ -1,10 +1,17 @@
 """Embedding images with the models under evaluation: a guie run folder (eager) or a TorchScript submission.
 
-* A run folder or its ``model.pt``: the eager embedder (:func:`guie.model.embedder.load_embedder`)
-  with open_clip's own eval transform, batched through the one tower loop
+* A run folder or its ``model.pt``: the frozen backbone's features (open_clip's own eval
+  transform, view 0) from the feature cache guie-train fills (:func:`guie.features.extract.ensure_features`,
+  keyed per image by path, size and mtime), computing only the images it lacks (the backbone is
+  loaded only then; under torchrun each rank computes its share), then each run's projection.
+  Several run folders that share a backbone (a class-count sweep, say) read or compute each
+  image's features once. The cache stores float16 features, as training reads them; without a
+  cache folder (``cache_dir`` None) the images go straight through the eager embedder
+  (:func:`guie.model.embedder.load_embedder`) in float32, batched through the one tower loop
   (:func:`guie.features.forward.forward_images`: inference mode, CUDA autocast when on GPU).
-  Several run folders that share a backbone (a class-count sweep, say) run the backbone once
-  per image and apply each one's projection.
+* A stage-2 run (model.pt carries fine-tuned backbone blocks): its features are not the frozen
+  ones, so it always takes the direct path, a forward of its own fine-tuned tower; the cache is
+  neither read nor written for it.
 * A ``saved_model.pt`` or a ``submission.zip`` holding one: ``torch.jit.load``, and each image
   fed as the competition host did: PIL -> RGB -> uint8 tensor ``(1, 3, H, W)`` at its original
   size (PILToTensor), taking ``output[0]`` flattened to float32.
@@ -27,10 +34,12 @@ from tqdm.auto import tqdm
 from guie.artifacts import CHECKPOINT, TAKES_EVAL_MODEL, identify, load_torchscript
 from guie.data.images import load_rgb
 from guie.data.records import unique_name
+from guie.distributed import DistContext
 from guie.errors import GuieError
+from guie.features.extract import BackboneOnDemand, ensure_features, project_features
 from guie.features.forward import UNREADABLE, decode_workers, forward_images
-from guie.model.backbone import resolve_device
-from guie.model.model_file import read_model_file
+from guie.model.backbone import BackboneSpec, load_backbone, resolve_device
+from guie.model.model_file import projection_from, read_model_file
 
 
 @dataclass(frozen=True)
@@ -88,11 +97,18 @@ class HostImageDataset(Dataset):
 
 @dataclass
 class Embeddings:
-    """Per model, an ``(N, d)`` float32 array of unit rows (zeros for unreadable images); plus the unreadable ones."""
+    """Per model, an ``(N, d)`` float32 array of unit rows (zeros for unreadable images); plus the unreadable ones.
+
+    ``features_cached`` and ``features_computed`` count, over the run folders' backbones, the images
+    whose frozen features came from the feature cache and those the backbone computed in this call
+    (into the cache; under torchrun, by all ranks together).
+    """
 
     vectors: dict[str, np.ndarray]
     bad: dict[int, str]  # position -> reason
     warnings: list[str]
+    features_cached: int = 0
+    features_computed: int = 0
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -103,7 +119,6 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
 def _embed_eager_group(refs: list[ModelRef], paths: Sequence[str], device: torch.device, batch_size: int,
                        workers: int, bad: dict[int, str]) -> dict[str, np.ndarray]:
     from guie.model.embedder import load_embedder
-    from guie.model.model_file import projection_from
 
     embedder, backbone = load_embedder(refs[0].path, device)
     projections = {refs[0].name: embedder.projection}
@@ -120,6 +135,30 @@ def _embed_eager_group(refs: list[ModelRef], paths: Sequence[str], device: torch
                 for name, projection in projections.items():
                     out[name][batch.positions] = projection(batch.features, hw).float().cpu().numpy()
     return out
+
+
+def _embed_cached_group(refs: list[ModelRef], models: dict[str, dict], paths: Sequence[str], device: torch.device,
+                        batch_size: int, workers: int, cache_dir: Path, dist: DistContext,
+                        log: Callable[[str], None], bad: dict[int, str]) -> tuple[dict[str, np.ndarray] | None, int]:
+    """Run folders on one frozen backbone: features from the cache (the missing ones computed into it,
+    each rank its share), then each projection; returns (vectors by name, None off rank 0; images computed)."""
+    spec = BackboneSpec(**models[refs[0].name]["backbone"])
+    projections = {ref.name: projection_from(models[ref.name]).to(device) for ref in refs}
+    label = refs[0].name if len(refs) == 1 else f"{len(refs)} models on {spec.name}"
+    feats = ensure_features(paths, spec, 0, cache_dir, BackboneOnDemand(spec, device, load_backbone, log),
+                            batch_size=batch_size, num_workers=workers, device=device, log=lambda _: None, dist=dist,
+                            need_sizes=any(p.size_features for p in projections.values()))
+    log(f"backbone features of {len(paths)} images ({label}): {len(paths) - feats.computed} from the feature cache, "
+        f"{feats.computed} computed (cache {cache_dir})")
+    if not dist.is_main:
+        return None, feats.computed
+    bad.update(feats.bad)
+    good = np.setdiff1d(np.arange(len(paths), dtype=np.int64), np.fromiter(feats.bad, np.int64, len(feats.bad)))
+    out = {}
+    for name, projection in projections.items():
+        out[name] = np.zeros((len(paths), projection.dim), np.float32)
+        out[name][good] = project_features(projection, feats.views[0], good, device, feats.sizes)
+    return out, feats.computed
 
 
 def _embed_torchscript(ref: ModelRef, paths: Sequence[str], device: torch.device, workers: int,
@@ -166,30 +205,53 @@ def _embed_torchscript(ref: ModelRef, paths: Sequence[str], device: torch.device
 
 def embed_with_models(refs: Sequence[ModelRef], paths: Sequence[str], device: str | torch.device = "auto",
                       batch_size: int = 64, workers: int | None = None,
-                      log: Callable[[str], None] = print) -> Embeddings:
+                      log: Callable[[str], None] = print, cache_dir: str | Path | None = None,
+                      dist: DistContext | None = None) -> Embeddings | None:
     """Unit-length embeddings of ``paths`` under every model to evaluate in ``refs``: float32 ``(N, d)``
     per model name, zero rows for the unreadable images listed in ``Embeddings.bad``.
 
-    Eager models sharing a backbone run it once per image; ``workers`` None: the default decode
-    workers. Raises GuieError when a TorchScript model fails on a readable image or changes its
-    output size.
+    Run folders read their backbone's features from the feature cache in ``cache_dir`` (view 0,
+    computing only the missing images; see the module docstring for stage-2 runs), or with
+    ``cache_dir`` None run the eager embedder directly; eager models sharing a backbone run it once
+    per image. ``workers`` None: the default decode workers. Under torchrun (``dist`` of several
+    ranks) every rank computes its share of the missing features and only rank 0 embeds and
+    returns; the other ranks return None. Raises GuieError when a TorchScript model fails on a
+    readable image or changes its output size.
     """
-    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    dist = dist or DistContext()
+    dev = dist.device(device if isinstance(device, torch.device) else resolve_device(device))
     n_workers = decode_workers(workers)
     bad: dict[int, str] = {}
     warnings: list[str] = []
     vectors: dict[str, np.ndarray] = {}
-    groups: dict[str, list[ModelRef]] = {}
+    models = {ref.name: read_model_file(ref.path) for ref in refs if ref.kind == "eager"}
+    cached_groups: dict[str, list[ModelRef]] = {}
+    direct_groups: dict[str, list[ModelRef]] = {}
     for ref in refs:
         if ref.kind == "eager":
-            data = read_model_file(ref.path)
+            data = models[ref.name]
             key = repr((sorted(data["backbone"].items()), sorted(data["preprocess_cfg"].items())))
-            groups.setdefault(key, []).append(ref)
-    for group in groups.values():
-        log(f"embedding {len(paths)} images with {', '.join(r.name for r in group)} (eager, {dev})")
+            if data.get("backbone_finetuned"):  # stage 2: its own tower, never the frozen features
+                direct_groups.setdefault(f"stage2:{ref.path.resolve()}", []).append(ref)
+            elif cache_dir is None:
+                direct_groups.setdefault(key, []).append(ref)
+            else:
+                cached_groups.setdefault(key, []).append(ref)
+    computed = 0
+    for group in cached_groups.values():
+        log(f"embedding {len(paths)} images with {', '.join(r.name for r in group)} (eager, {dev}, feature cache)")
+        out, n = _embed_cached_group(group, models, paths, dev, batch_size, n_workers, Path(cache_dir), dist, log, bad)
+        computed += n
+        vectors.update(out or {})
+    if not dist.is_main:
+        return None
+    for key, group in direct_groups.items():
+        stage2 = "; stage 2: its fine-tuned blocks, not the cached features" if key.startswith("stage2:") else ""
+        log(f"embedding {len(paths)} images with {', '.join(r.name for r in group)} (eager, {dev}{stage2})")
         vectors.update(_embed_eager_group(group, paths, dev, batch_size, n_workers, bad))
     for ref in refs:
         if ref.kind == "torchscript":
             log(f"embedding {len(paths)} images with {ref.name} (TorchScript, one image at a time as the host did)")
             vectors[ref.name] = _embed_torchscript(ref, paths, dev, n_workers, bad, warnings)
-    return Embeddings({r.name: l2_normalise(vectors[r.name]) for r in refs}, bad, warnings)
+    cached = len(paths) * len(cached_groups) - computed
+    return Embeddings({r.name: l2_normalise(vectors[r.name]) for r in refs}, bad, warnings, cached, computed)

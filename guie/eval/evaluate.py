@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from guie.data.records import unique_name
+from guie.distributed import DistContext
 from guie.errors import GuieError, did_you_mean
 from guie.eval.retrieval_rows import TaskRetrieval, retrieval_by_class
 from guie.eval.tasks import RetrievalTask, TaskOptions, build_task, build_tasks
@@ -26,6 +27,7 @@ from guie.eval.uned import (
     gallery_retrieval,
     is_uned_spec,
 )
+from guie.paths import feature_cache_dir
 from guie.retrieval.knn import knn
 from guie.retrieval.metrics import calibrated_precision_per_query, map_at_k, precision_at_1
 from guie.version import __version__
@@ -48,6 +50,7 @@ class EvalSettings:
     distractors: int = 0
     task_weights: dict[str, float] | None = None  # task name -> weight of the task mean; None: equal weights
     uned_split: str = "test"  # the UnED split whose protocol uned: tasks follow (test or val)
+    cache_dir: str | None = None  # feature cache of run folders' backbones; None: guie-train's default folder
 
     def task_options(self) -> TaskOptions:
         return TaskOptions(self.seed, self.query_frac, self.max_classes, self.max_queries, self.distractors).validate()
@@ -154,7 +157,8 @@ def mean_over_tasks(results: list[dict[str, Any]], weights: dict[str, float] | N
 
 
 def evaluate(models: Sequence[str | Path], task_specs: Sequence[str], settings: EvalSettings = EvalSettings(),
-             log: Callable[[str], None] = print, retrievals: list[TaskRetrieval] | None = None) -> dict[str, Any]:
+             log: Callable[[str], None] = print, retrievals: list[TaskRetrieval] | None = None,
+             dist: DistContext | None = None) -> dict[str, Any] | None:
     """Evaluate every model on every task; returns the report dict. ``retrievals``, when given, gets one
     :class:`TaskRetrieval` per model and task (their per-query results, e.g. for guie.eval.gallery).
 
@@ -163,7 +167,10 @@ def evaluate(models: Sequence[str | Path], task_specs: Sequence[str], settings: 
     task: mP@5, P@1, mAP@5, queries, index, and ``domains`` when a task has several),
     ``mean`` (per model, over tasks), ``warnings``. A UnED task's result also holds ``uned`` (both
     settings, per domain and mean; see guie.eval.uned.evaluate_uned); its mP@5, P@1 and mAP@5 are the
-    common setting's means of mMP@5, R@1 and mAP@5.
+    common setting's means of mMP@5, R@1 and mAP@5. Run folders' backbone features come from the
+    feature cache (``settings.cache_dir``). Under torchrun (``dist`` of several ranks) every rank
+    computes its share of the missing features; rank 0 scores and returns the report, the other
+    ranks return None.
     """
     started = time.perf_counter()
     tasks = build_eval_tasks(task_specs, settings)  # data errors surface before torch loads
@@ -183,7 +190,10 @@ def evaluate(models: Sequence[str | Path], task_specs: Sequence[str], settings: 
         paths_wanted |= wanted
     paths = sorted(paths_wanted)
     position = {p: i for i, p in enumerate(paths)}
-    emb = embed_with_models(refs, paths, settings.device, settings.batch_size, settings.workers, log)
+    emb = embed_with_models(refs, paths, settings.device, settings.batch_size, settings.workers, log,
+                            cache_dir=feature_cache_dir(settings.cache_dir), dist=dist)
+    if emb is None:  # a torchrun rank other than 0: its share of the features is in the cache
+        return None
     bad_paths = {paths[i]: why for i, why in emb.bad.items()}
     if bad_paths:
         log(f"skipping {len(bad_paths)} unreadable images (listed in the report)")

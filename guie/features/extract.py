@@ -19,6 +19,7 @@ from guie.distributed import DistContext
 from guie.features.cache import FeatureCache, FeatureTable, image_key, key_hashes
 from guie.features.forward import UNREADABLE, forward_images
 from guie.model.backbone import Backbone, BackboneSpec
+from guie.model.projection import Projection
 
 
 def extract_into(cache: FeatureCache, paths: Sequence[str], keys: Sequence[str], backbone: Backbone,
@@ -112,3 +113,36 @@ def ensure_features(paths: Sequence[str], spec: BackboneSpec, num_views: int, ca
     bad = {i: caches[0].bad[k] for i, k in enumerate(keys) if k in caches[0].bad} if caches[0].bad else {}
     sizes = tables[0].sizes(np.arange(len(keys))) if need_sizes else None
     return CachedFeatures(tables, bad, int(meta["feature_dim"]), meta["preprocess_cfg"], computed, sizes)
+
+
+class BackboneOnDemand:
+    """The backbone, loaded on the first call (so never when every feature is cached) and kept until released."""
+
+    def __init__(self, spec: BackboneSpec, device: torch.device,
+                 loader: Callable[[BackboneSpec, torch.device], Backbone], log: Callable[[str], None]) -> None:
+        self.spec, self.device, self.loader, self.log = spec, device, loader, log
+        self.loaded: Backbone | None = None
+
+    def __call__(self) -> Backbone:
+        if self.loaded is None:
+            self.log(f"loading backbone {self.spec.name} ({self.spec.pretrained}) on {self.device}")
+            self.loaded = self.loader(self.spec, self.device)
+        return self.loaded
+
+    def release(self) -> None:
+        """Drop the loaded backbone (a later call loads it again)."""
+        self.loaded = None
+
+
+def project_features(projection: Projection, table: FeatureTable, index: np.ndarray, device: torch.device,
+          sizes: np.ndarray | None = None, batch: int = 8192) -> np.ndarray:
+    """Embeddings ``(len(index), dim)`` float32 of the cached features at record positions ``index``: ``projection``
+    over ``table``'s rows, ``batch`` at a time (with the records' original ``sizes`` (N, 2) for size features)."""
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(index), batch):
+            part = index[start:start + batch]
+            x = torch.from_numpy(table.get(part)).to(device)
+            s = torch.from_numpy(sizes[part]).to(device) if sizes is not None else None
+            out.append(projection(x, s).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, projection.dim), np.float32)

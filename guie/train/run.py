@@ -29,7 +29,12 @@ from guie.data.sampling import SampleReport, holdout_split, sample_classes
 from guie.distributed import DistContext, init_distributed, shutdown
 from guie.errors import GuieError
 from guie.features.cache import FeatureTable
-from guie.features.extract import CachedFeatures, ensure_features
+from guie.features.extract import (
+    BackboneOnDemand,
+    CachedFeatures,
+    ensure_features,
+    project_features,
+)
 from guie.fileio import write_json
 from guie.model.backbone import (
     Backbone,
@@ -42,7 +47,7 @@ from guie.model.backbone import (
 from guie.model.heads import MarginHead, build_head, parse_margin_schedule
 from guie.model.model_file import save_model_file
 from guie.model.projection import Projection
-from guie.paths import cache_root
+from guie.paths import feature_cache_dir
 from guie.retrieval.knn import evaluate_retrieval
 from guie.train.checkpoint import load_checkpoint
 from guie.train.loop import LoopSettings, TrainOutcome, train_head
@@ -105,19 +110,6 @@ def load_records(specs: list[str], log: Callable[[str], None]) -> tuple[list[Rec
         report.append({"spec": spec, "domain": domain, "images": len(recs), "classes": classes,
                        "skipped": len(source.skipped), "skipped_examples": source.skipped[:20]})
     return records, report
-
-
-def embed(projection: Projection, table: FeatureTable, index: np.ndarray, device: torch.device,
-          sizes: np.ndarray | None = None, batch: int = 8192) -> np.ndarray:
-    """Embeddings of clean features at record positions ``index`` (with the records' ``sizes`` for size features)."""
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(index), batch):
-            part = index[start:start + batch]
-            x = torch.from_numpy(table.get(part)).to(device)
-            s = torch.from_numpy(sizes[part]).to(device) if sizes is not None else None
-            out.append(projection(x, s).float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, projection.dim), np.float32)
 
 
 def feature_stats(projection: Projection, table: FeatureTable, index: np.ndarray, seed: int,
@@ -276,30 +268,10 @@ def open_run_folder(cfg: TrainConfig, action: str, resolved: dict[str, Any], log
     return run_dir
 
 
-class BackboneOnDemand:
-    """The backbone, loaded on the first call (so never when every feature is cached) and kept until released."""
-
-    def __init__(self, spec: BackboneSpec, device: torch.device,
-                 loader: Callable[[BackboneSpec, torch.device], Backbone], log: Callable[[str], None]) -> None:
-        self.spec, self.device, self.loader, self.log = spec, device, loader, log
-        self.loaded: Backbone | None = None
-
-    def __call__(self) -> Backbone:
-        if self.loaded is None:
-            self.log(f"loading backbone {self.spec.name} ({self.spec.pretrained}) on {self.device}")
-            self.loaded = self.loader(self.spec, self.device)
-        return self.loaded
-
-    def release(self) -> None:
-        """Drop the loaded backbone (a later call loads it again)."""
-        self.loaded = None
-
-
 def cached_features(records: list[Record], spec: BackboneSpec, cfg: TrainConfig, backbone: Callable[[], Backbone],
                     device: torch.device, log: Callable[[str], None], dist: DistContext) -> CachedFeatures:
     """The records' frozen features, clean view and --aug-views augmented views, from the cache (filled first)."""
-    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else cache_root() / "features"
-    return ensure_features([r.path for r in records], spec, cfg.aug_views, cache_dir, backbone,
+    return ensure_features([r.path for r in records], spec, cfg.aug_views, feature_cache_dir(cfg.cache_dir), backbone,
                            batch_size=cfg.extract_batch_size, num_workers=cfg.workers, device=device, log=log,
                            shard_size=cfg.shard_size, dist=dist, need_sizes=cfg.size_features)
 
@@ -429,7 +401,7 @@ def evaluate_holdout(records: list[Record], feats: CachedFeatures, split: Traini
                                                  cfg.extract_batch_size, cfg.workers)
     else:
         def embed_at(index: np.ndarray) -> np.ndarray:
-            return embed(projection, feats.views[0], index, device, feats.sizes)
+            return project_features(projection, feats.views[0], index, device, feats.sizes)
     train_index = split.train_index
     holdout = evaluate_retrieval(embed_at(train_index), [class_keys[i] for i in train_index],
                                  embed_at(holdout_index), [class_keys[i] for i in holdout_index])

@@ -54,7 +54,7 @@ def run_sweep(cfg: TrainConfig, counts: list[int], resume: bool = False, overwri
     tasks = cfg.eval_tasks or cfg.data
     log(f"== sweep report on {', '.join(tasks)}")
     report = evaluate(runs, tasks, EvalSettings(seed=cfg.seed, batch_size=cfg.extract_batch_size,
-                                                 workers=cfg.workers), log=log)
+                                                 workers=cfg.workers, cache_dir=cfg.cache_dir), log=log)
     paths = write_report(report, out / SWEEP_REPORT_DIR)
     log(format_table(report))
     log(f"sweep report: {paths['md']} (chart {paths['png']})")

@@ -20,7 +20,8 @@ from guie.train.run import RunResult, run_training
 
 def evaluate_tasks(model: Path, cfg: TrainConfig, device: str,
                    log: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """guie-eval on the finished ``model`` for the --eval task specs of ``cfg``; logs the mean mP@5.
+    """guie-eval on the finished ``model`` for the --eval task specs of ``cfg``, reading the run's feature
+    cache (--cache-dir) for the images training already embedded; logs the mean mP@5.
 
     Returns the evaluation report (guie.eval.evaluate's keys; eval.json's "tasks") and the tracker
     summary ``{"eval/<task>/mP@5": value}``. A run tracked by W&B (``--wandb offline|online``) also gets
@@ -32,7 +33,8 @@ def evaluate_tasks(model: Path, cfg: TrainConfig, device: str,
 
     retrievals: list | None = [] if cfg.wandb != "off" else None
     report = evaluate([model], cfg.eval_tasks, EvalSettings(seed=cfg.seed, batch_size=cfg.extract_batch_size,
-                                                            workers=cfg.workers, device=device), log=log,
+                                                            workers=cfg.workers, device=device,
+                                                            cache_dir=cfg.cache_dir), log=log,
                       retrievals=retrievals)
     mean = report["mean"][0]
     log(f"mP@5 {mean['mP@5']:.4f} mean over {mean['tasks']} eval tasks ("
