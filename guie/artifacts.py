@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from guie.errors import GuieError
 from guie.fileio import file_sha256
+from guie.fsnames import is_text
 
 if TYPE_CHECKING:
     import torch
@@ -419,7 +420,10 @@ def load_torchscript(path: str | Path, device: str | torch.device = "cpu", *, sh
                 tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="guie-load-")))
                 model = extract_saved_model(model, tmp)
             with quiet_jit():
-                module = torch.jit.load(str(model), map_location="cpu")
+                if is_text(model):
+                    module = torch.jit.load(str(model), map_location="cpu")
+                else:  # torch's C++ takes a path only as UTF-8 text: hand it the open file instead
+                    module = torch.jit.load(stack.enter_context(open(model, "rb")), map_location="cpu")
     except GuieError:
         raise
     except Exception as exc:  # noqa: BLE001 - torch reports foreign, damaged or newer-format files many ways

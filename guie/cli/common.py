@@ -10,6 +10,14 @@ import click
 
 from guie.config import config_fields
 from guie.errors import GuieError
+from guie.fsnames import display_text
+
+
+def echo(message: object = "", err: bool = False) -> None:
+    """Print one message line (stderr with ``err``) whatever the stream's encoding and error handler: a file
+    name with undecodable bytes (``caf\\xe9`` on disk) shows as ``caf\\xe9``, also inside a ``repr`` quote,
+    rather than raising UnicodeEncodeError under a strict UTF-8 stdout. Every guie command prints through this."""
+    click.echo(display_text(str(message)), err=err)
 
 
 def friendly_errors(fn: Callable) -> Callable:
@@ -20,16 +28,16 @@ def friendly_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except GuieError as exc:
-            click.echo(f"error: {exc}", err=True)
+            echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
-            click.echo("interrupted; finished work is kept (rerun with --resume to continue)", err=True)
+            echo("interrupted; finished work is kept (rerun with --resume to continue)", err=True)
             sys.exit(130)
         except OSError as exc:
             # Disk full, permissions, vanished files: files already written stay whole (atomic writes).
             where = f" ({exc.filename})" if exc.filename else ""
-            click.echo(f"error: {exc.strerror or exc}{where}; free disk space or fix permissions, then rerun "
-                       "(add --resume to continue a training run)", err=True)
+            echo(f"error: {exc.strerror or exc}{where}; free disk space or fix permissions, then rerun "
+                 "(add --resume to continue a training run)", err=True)
             sys.exit(1)
 
     return wrapper

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from guie.cli.common import friendly_errors
+from guie.cli.common import echo, friendly_errors
 
 DEMO_HELP = """Run the whole chain offline on the embedded demo data (handwritten digits, tiny model).
 
@@ -27,4 +27,4 @@ and prints each stage's result and where its files are.
 def demo_command(out: str, epochs: int, wandb: str) -> None:
     from guie.workflows.demo import run_demo
 
-    run_demo(Path(out), epochs=epochs, wandb=wandb, log=click.echo)
+    run_demo(Path(out), epochs=epochs, wandb=wandb, log=echo)

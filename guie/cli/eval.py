@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from guie.cli.common import friendly_errors
+from guie.cli.common import echo, friendly_errors
 from guie.errors import GuieError
 
 EVAL_HELP = """Evaluate models on retrieval tasks: mP@5 as the competition host computed it, P@1, mAP@5.
@@ -55,13 +55,13 @@ def eval_command(models: tuple[str, ...], tasks: tuple[str, ...], out: str | Non
 
     settings = EvalSettings(seed, query_frac, max_classes, max_queries, batch_size, workers, device, distractors,
                             parse_task_weights(task_weights))
-    report = evaluate(list(models), list(tasks), settings, log=lambda line: click.echo(line, err=True))
+    report = evaluate(list(models), list(tasks), settings, log=lambda line: echo(line, err=True))
     if leaderboard:
         from guie.eval.cv_vs_leaderboard import attach_leaderboard
 
         attach_leaderboard(report)
-    click.echo(format_table(report))
+    echo(format_table(report))
     if out:
         paths = write_report(report, out)
-        click.echo(f"report: {paths['json']}, {paths['csv'].name}, {paths['md'].name}; chart: {paths['png']}"
+        echo(f"report: {paths['json']}, {paths['csv'].name}, {paths['md'].name}; chart: {paths['png']}"
                    + (f"; CV vs LB: {paths['scatter']}" if "scatter" in paths else ""))

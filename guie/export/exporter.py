@@ -1,7 +1,6 @@
 """guie-export: run folder -> verified saved_model.pt, submission.zip and verify.json, all or nothing."""
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import zipfile
@@ -14,6 +13,7 @@ import torch
 from guie.artifacts import SAVED_MODEL, SAVED_PROGRAM, SUBMISSION_ZIP, VERIFY_REPORT
 from guie.errors import GuieError
 from guie.fileio import file_sha256, output_folder, write_json
+from guie.fsnames import nearest_text_folder
 from guie.version import __version__
 
 FORMATS = ("torchscript", "program")
@@ -94,7 +94,9 @@ def _write_verified(eager: torch.nn.Module, embedder: Any, info: dict[str, Any],
     from guie.export.portable import host_portability, save_portable
     from guie.export.verify import verify_export
 
-    tmp = Path(tempfile.mkdtemp(prefix=".guie-export-", dir=out))
+    # torch writes and reloads the file by path, which its C++ takes only as text: a folder named with
+    # undecodable bytes gets its temporary folder in the nearest parent whose name is text.
+    tmp = Path(tempfile.mkdtemp(prefix=".guie-export-", dir=nearest_text_folder(out)))
     try:
         if fmt == "torchscript":
             name = SAVED_MODEL
@@ -118,7 +120,7 @@ def _write_verified(eager: torch.nn.Module, embedder: Any, info: dict[str, Any],
         }
         for produced in (name, SUBMISSION_ZIP):
             if (tmp / produced).exists():
-                os.replace(tmp / produced, out / produced)
+                shutil.move(tmp / produced, out / produced)  # a rename, unless the parent is another file system
         write_json(out / VERIFY_REPORT, report)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
