@@ -37,6 +37,7 @@ from guie.artifacts import (
     SMOKE_DIR,
     SUBMISSION_ZIP,
 )
+from guie.data.summary import format_skipped
 from guie.errors import GuieError
 from guie.export.fresh import child_env, kernel_argv
 from guie.fileio import write_json, write_text
@@ -63,6 +64,7 @@ class LabelledImages:
     paths: list[str]
     labels: list[str]
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason), skipped
+    left_out: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): not images by guie.data.walk
 
     def split(self) -> tuple[list[int], list[int]]:
         """Per class: the first third (at least one) are queries, the rest the index."""
@@ -114,13 +116,15 @@ def digit_images(dest: Path, per_class: int = 6) -> LabelledImages:
 def folder_images(root: Path, per_class: int = 10, max_classes: int = 50) -> LabelledImages:
     """A user's imagefolder (one sub-folder per class), capped to keep the smoke run short.
 
-    Each image is opened as the host would open it; the ones that cannot be (truncated, corrupt,
-    decompression bombs) are skipped and listed, and the next image of the class takes their place.
+    The folder is read as guie-train reads an imagefolder (guie.data.walk's rule: links followed once,
+    hidden and operating-system litter left out and listed). Each image is opened as the host would
+    open it; the ones that cannot be (truncated, corrupt, decompression bombs) are skipped and listed,
+    and the next image of the class takes their place.
     """
     from guie.data.imagefolder import scan_class_folders
     from guie.data.images import image_problem
 
-    records, _ = scan_class_folders(root, domain="smoke")
+    records, left_out = scan_class_folders(root, domain="smoke")
     paths, labels, counts, unreadable = [], [], {}, []
     for rec in records:
         if counts.get(rec.label, 0) >= per_class or (rec.label not in counts and len(counts) >= max_classes):
@@ -137,7 +141,7 @@ def folder_images(root: Path, per_class: int = 10, max_classes: int = 50) -> Lab
             f"{p} ({why})" for p, why in unreadable[:3]) if unreadable else ""
         raise GuieError(f"--images {str(root)!r} needs at least two class sub-folders with two or more readable "
                         f"images each{skipped}")
-    return LabelledImages(paths, labels, unreadable)
+    return LabelledImages(paths, labels, unreadable, left_out)
 
 
 def kernel_env(root: Path, work: Path) -> dict[str, str]:
@@ -267,11 +271,15 @@ def run_smoke(build: str | Path, *, images: str | Path | None = None, min_mp5: f
         log(f"skipped {len(labelled.unreadable)} unreadable images of --images (listed in the report): "
             + ", ".join(f"{p} ({why})" for p, why in labelled.unreadable[:5])
             + (", ..." if len(labelled.unreadable) > 5 else ""))
+    if labelled and labelled.left_out:
+        log(f"left out {len(labelled.left_out)} entries of --images that are not images (listed in the report): "
+            + format_skipped(labelled.left_out))
     dataset_dir, kernel_dir, slug = folders.dataset_dir, folders.kernel_dir, folders.dataset.ref.slug
     report: dict[str, Any] = {"build": str(build.resolve()), "dataset": str(folders.dataset.ref),
                               "kernel": kernel.name, "passed": [], "failed": None}
     if labelled:
         report["unreadable_images"] = [{"path": p, "reason": why} for p, why in labelled.unreadable]
+        report["left_out"] = [{"path": p, "reason": why} for p, why in labelled.left_out]
     report_dir = build / SMOKE_DIR
     work = Path(tempfile.mkdtemp(prefix="guie-smoke-"))
     started = time.perf_counter()

@@ -26,6 +26,7 @@ from guie.config import TrainConfig
 from guie.data import load_source
 from guie.data.records import Record, unique_name
 from guie.data.sampling import SampleReport, holdout_split, sample_classes
+from guie.data.summary import format_skipped, skipped_reasons
 from guie.distributed import DistContext, init_distributed, shutdown
 from guie.errors import GuieError
 from guie.features.cache import FeatureTable
@@ -101,9 +102,11 @@ def load_records(specs: list[str], log: Callable[[str], None]) -> tuple[list[Rec
         classes = len({r.class_key for r in recs})
         log(f"data {spec}: {len(recs)} images, {classes} classes, {len(source.skipped)} skipped"
             + (f" ({', '.join(f'{n} {s}' for s, n in sorted(not_train.items()))} images not used for training)"
-               if not_train else ""))
+               if not_train else "")
+            + (f"; skipped: {format_skipped(source.skipped)}" if source.skipped else ""))
         report.append({"spec": spec, "domain": domain, "images": len(recs), "classes": classes,
-                       "skipped": len(source.skipped), "skipped_examples": source.skipped[:20]})
+                       "skipped": len(source.skipped), "skipped_examples": source.skipped[:20],
+                       "skipped_reasons": {why: entry["count"] for why, entry in skipped_reasons(source.skipped).items()}})
     return records, report
 
 
