@@ -66,6 +66,7 @@ SAVED_MODEL = "saved_model.pt"  # the TorchScript submission file
 SAVED_PROGRAM = "saved_model.pt2"  # a torch.export program (guie-export --program)
 SUBMISSION_ZIP = "submission.zip"  # saved_model.pt at its root, nothing else
 VERIFY_REPORT = "verify.json"  # the export's checks; guie-compat adds its matrix
+EXPORT_STAGING_PREFIX = ".guie-export-"  # the export's temporary folder beside OUT's files (guie.fileio.staging_folder)
 
 # guie-submit's record of a model's Kaggle scores (guie.leaderboard_log).
 LEADERBOARD_FILE = "leaderboard.jsonl"
@@ -80,6 +81,7 @@ NOTEBOOK_LOG = "notebook.log"  # the log of a failed Kaggle notebook run
 DATASET_METADATA = "dataset-metadata.json"  # what `kaggle datasets create -p` reads
 OLD_DATASET_METADATA = "datapackage.json"  # the name older kaggle clients wrote
 KERNEL_METADATA = "kernel-metadata.json"  # what `kaggle kernels push -p` reads
+PACKAGE_STAGING_PREFIX = ".guie-package-"  # guie-package's temporary folder inside BUILD
 
 # Files named by the stage that wrote them: a model so named is called after its folder.
 GENERIC_NAMES = frozenset({RUN_MODEL, SAVED_MODEL, SAVED_PROGRAM, SUBMISSION_ZIP})

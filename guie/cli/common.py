@@ -4,12 +4,14 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
 
 from guie.config import config_fields
 from guie.errors import GuieError
+from guie.fileio import OutOfSpace, space_problem, written_file
 from guie.fsnames import display_text
 
 
@@ -21,7 +23,8 @@ def echo(message: object = "", err: bool = False) -> None:
 
 
 def friendly_errors(fn: Callable) -> Callable:
-    """Turn GuieError into one 'error: ...' line and exit 2; Ctrl-C into a resume hint and exit 130."""
+    """Turn GuieError into one 'error: ...' line and exit 2 (1 for OutOfSpace); Ctrl-C into a resume hint and
+    exit 130; an OSError into one line and exit 1 (a full disk or quota named as such, with its folder)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -34,9 +37,13 @@ def friendly_errors(fn: Callable) -> Callable:
             echo("interrupted; finished work is kept (rerun with --resume to continue)", err=True)
             sys.exit(130)
         except OSError as exc:
-            # Disk full, permissions, vanished files: files already written stay whole (atomic writes).
+            # Permissions, vanished files, a full disk no writer named: files already written stay whole.
+            problem, named = space_problem(exc), written_file(exc)
+            if problem and named:
+                echo(f"error: {OutOfSpace(Path(named).parent, problem)}", err=True)
+                sys.exit(OutOfSpace.exit_code)
             where = f" ({exc.filename})" if exc.filename else ""
-            echo(f"error: {exc.strerror or exc}{where}; free disk space or fix permissions, then rerun "
+            echo(f"error: {problem or exc.strerror or exc}{where}; free disk space or fix permissions, then rerun "
                  "(add --resume to continue a training run)", err=True)
             sys.exit(1)
 

@@ -30,13 +30,16 @@ import numpy as np
 from filelock import FileLock
 from tqdm.auto import tqdm
 
-from guie.fileio import atomic_path, write_text
+from guie.fileio import atomic_path, write_text, writing_into
+from guie.fsnames import ENCODING, ERRORS, name_bytes
 from guie.model.backbone import BackboneSpec
 
 CACHE_FORMAT = "guie-features/1"
 AUGMENT_NAME = "rrc0.5-hflip"
 JOURNAL = "index.jsonl"
 LEGACY_INDEX = "index.json"
+CACHE_FULL_FIX = ("free space there or move the feature cache to another disk (--cache-dir or $GUIE_CACHE), then "
+                  "rerun: the shards already written are kept and extraction resumes after them")
 
 
 def image_key(path: str) -> str:
@@ -128,7 +131,7 @@ def _read_keys(path: Path) -> list[str]:
     """A shard's keys: one per line in ``.keys.txt``, or a JSON list in ``.keys.json`` (older caches)."""
     if path.suffix == ".json":
         return json.loads(path.read_text(encoding="utf-8"))
-    text = path.read_bytes().decode("utf-8", "surrogateescape")
+    text = path.read_bytes().decode(ENCODING, ERRORS)
     return text.split("\n") if text else []
 
 
@@ -236,9 +239,10 @@ class FeatureCache:
             write_text(journal, "".join(json.dumps(line) + "\n" for line in lines))
 
     def _append(self, lines: list[dict[str, Any]]) -> None:
-        """Append ``lines`` to the journal under the folder lock, as one write."""
+        """Append ``lines`` to the journal under the folder lock, as one write; a write the disk refuses
+        is undone (the journal cut back to where it ended), so it never keeps a torn line."""
         data = "".join(json.dumps(line) + "\n" for line in lines).encode()
-        with self._locked(), open(self.dir / JOURNAL, "a+b") as fh:
+        with self._locked(), open(self.dir / JOURNAL, "a+b", buffering=0) as fh:  # unbuffered: nothing left to flush
             end = fh.seek(0, os.SEEK_END)
             if end == 0:
                 data = (json.dumps({"identity": self.identity}) + "\n").encode() + data
@@ -246,9 +250,14 @@ class FeatureCache:
                 fh.seek(end - 1)
                 if fh.read(1) != b"\n":  # a writer was killed mid-line: end its torn line first
                     data = b"\n" + data
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[fh.write(view):]
+                os.fsync(fh.fileno())
+            except OSError:
+                fh.truncate(end)
+                raise
 
     def _read_journal(self) -> None:
         """Apply the journal lines added since the last read (all of them on open)."""
@@ -349,23 +358,33 @@ class FeatureCache:
         sizes ``(len(keys), 2)`` (stored int32), each file atomically; then one journal line lists it
         with ``bad`` (key -> reason) and ``meta``. Costs O(len(keys)) plus the lines others added."""
         line: dict[str, Any] = {"meta": meta, "bad": bad}
-        if keys:
-            name = f"shard-{uuid.uuid4().hex[:12]}"
-            keys_file = f"{name}.keys.json" if any("\n" in k for k in keys) else f"{name}.keys.txt"
-            with atomic_path(self.dir / f"{name}.npy") as tmp:
-                with open(tmp, "wb") as fh:
-                    np.save(fh, features.astype(np.float16))
-            with atomic_path(self.dir / f"{name}.sizes.npy") as tmp:
-                with open(tmp, "wb") as fh:
-                    np.save(fh, sizes.astype(np.int32))
-            with atomic_path(self.dir / keys_file) as tmp:
-                if keys_file.endswith(".json"):
-                    tmp.write_text(json.dumps(keys))
-                else:
-                    tmp.write_bytes("\n".join(keys).encode("utf-8", "surrogateescape"))
-            line["shard"] = {"file": f"{name}.npy", "keys": keys_file, "sizes": f"{name}.sizes.npy",
-                             "rows": len(keys)}
-        self._append([line])
+        written: list[Path] = []
+        with writing_into(self.dir, CACHE_FULL_FIX):
+            try:
+                if keys:
+                    name = f"shard-{uuid.uuid4().hex[:12]}"
+                    keys_file = f"{name}.keys.json" if any("\n" in k for k in keys) else f"{name}.keys.txt"
+                    with atomic_path(self.dir / f"{name}.npy") as tmp:
+                        with open(tmp, "wb") as fh:
+                            np.save(fh, features.astype(np.float16))
+                    written.append(self.dir / f"{name}.npy")
+                    with atomic_path(self.dir / f"{name}.sizes.npy") as tmp:
+                        with open(tmp, "wb") as fh:
+                            np.save(fh, sizes.astype(np.int32))
+                    written.append(self.dir / f"{name}.sizes.npy")
+                    with atomic_path(self.dir / keys_file) as tmp:
+                        if keys_file.endswith(".json"):
+                            tmp.write_text(json.dumps(keys))
+                        else:
+                            tmp.write_bytes(name_bytes("\n".join(keys)))
+                    written.append(self.dir / keys_file)
+                    line["shard"] = {"file": f"{name}.npy", "keys": keys_file, "sizes": f"{name}.sizes.npy",
+                                     "rows": len(keys)}
+                self._append([line])
+            except BaseException:
+                for path in written:  # a shard the journal does not list is only dead weight on a full disk
+                    path.unlink(missing_ok=True)
+                raise
         self._read_journal()
 
     def table(self, keys: Sequence[str], hashes: np.ndarray | None = None) -> FeatureTable:

@@ -40,12 +40,21 @@ from guie.artifacts import (
 from guie.data.summary import format_skipped
 from guie.errors import GuieError
 from guie.export.fresh import child_env, kernel_argv
-from guie.fileio import write_json, write_text
+from guie.fileio import (
+    OutOfSpace,
+    SpaceProblem,
+    space_problem_in_text,
+    write_json,
+    write_text,
+    writing_into,
+)
 from guie.ship.host_check import INPUT_CHECK, CheckFailed, run_checks
 from guie.ship.metadata import read_build
 from guie.ship.notebook import ROOT_ENV
 
 KERNEL_NAME = "guie-smoke"
+SMOKE_FULL_FIX = ("free space there or point TMPDIR at a disk with room (the emulated /kaggle tree holds the model "
+                  "twice and the test images), then rerun")
 DIGIT_SIZES = ((32, 32), (64, 64), (48, 80), (120, 72), (224, 224), (37, 53))  # (width, height)
 
 
@@ -219,6 +228,10 @@ def run_notebook(nb_path: Path, root: Path, work: Path, timeout: float, executed
         client.execute(env=kernel_env(root, work), cleanup_kc=True)
     except CellExecutionError as exc:
         evalue = summarise_error(exc.evalue)
+        problem = space_problem_in_text(f"{exc.ename}: {exc.evalue}")
+        if problem:  # this machine's temporary disk, not the package: Kaggle's working folder has room
+            where = f"{problem.detail}, in {_cell_name(nb, current['index'])}"
+            raise OutOfSpace(root / "working", SpaceProblem(problem.errno, where), SMOKE_FULL_FIX) from None
         raise SmokeFailure("notebook", f"{_cell_name(nb, current['index'])} raised {exc.ename}: {evalue}") from None
     except CellTimeoutError:
         raise SmokeFailure("notebook", f"{_cell_name(nb, current['index'])} ran past --timeout {timeout:.0f} s") from None
@@ -244,6 +257,10 @@ def check_submission(zip_path: Path, images: LabelledImages, work: Path, timeout
     try:
         view = run_checks(zip_path, images.paths, passed, work=work, timeout=timeout)
     except CheckFailed as exc:
+        problem = space_problem_in_text(exc.detail)
+        if problem:  # the fresh interpreter could not write its results: this machine's disk, not the package
+            where = f"{problem.detail}, in the host check {exc.name!r}"
+            raise OutOfSpace(work, SpaceProblem(problem.errno, where), SMOKE_FULL_FIX) from None
         if exc.name == INPUT_CHECK:  # the images, not the package
             raise GuieError(f"{exc.detail}; fix or remove that file") from None
         raise SmokeFailure(exc.name, exc.detail) from None
@@ -281,35 +298,40 @@ def run_smoke(build: str | Path, *, images: str | Path | None = None, min_mp5: f
         report["unreadable_images"] = [{"path": p, "reason": why} for p, why in labelled.unreadable]
         report["left_out"] = [{"path": p, "reason": why} for p, why in labelled.left_out]
     report_dir = build / SMOKE_DIR
-    work = Path(tempfile.mkdtemp(prefix="guie-smoke-"))
+    with writing_into(tempfile.gettempdir(), SMOKE_FULL_FIX):
+        work = Path(tempfile.mkdtemp(prefix="guie-smoke-"))
     started = time.perf_counter()
     try:
-        root = emulate_kaggle(work, dataset_dir, slug)
-        nb_path = kernel_dir / kernel.code_file
-        log(f"running {nb_path.name} with {ROOT_ENV}={root} (input/{slug}/, working/)")
-        run_notebook(nb_path, root, work, timeout, report_dir / "executed.ipynb")
-        report["passed"].append("notebook")
-        log("ok  notebook: every cell ran")
-        submission = root / "working" / SUBMISSION_ZIP
-        if not submission.is_file():
-            raise SmokeFailure("submission-written", "the notebook finished without writing working/submission.zip")
-        report["passed"].append("submission-written")
-        labelled = labelled or digit_images(work / "data")
-        source = str(images) if images else "handwritten digits"
-        log(f"host check: {len(labelled.paths)} images ({source}) of mixed sizes and the host-style test images, "
-            "in a fresh python without guie")
-        result = check_submission(submission, labelled, work, timeout)
-        report["passed"] += result["passed"]
-        for name in result["passed"]:
-            log(f"ok  {name}")
-        report.update({k: result[k] for k in ("mP@5", "queries", "index", "classes", "torch_version")})
-        log(f"mP@5 {result['mP@5']:.4f} ({result['queries']} queries against {result['index']} images, "
-            f"{result['classes']} classes)")
-        if result["mP@5"] < min_mp5:
-            raise SmokeFailure("mP@5", f"{result['mP@5']:.4f} is below --min-mp5 {min_mp5}")
-        report["passed"].append("mP@5")
+        with writing_into(work, SMOKE_FULL_FIX):
+            root = emulate_kaggle(work, dataset_dir, slug)
+            nb_path = kernel_dir / kernel.code_file
+            log(f"running {nb_path.name} with {ROOT_ENV}={root} (input/{slug}/, working/)")
+            run_notebook(nb_path, root, work, timeout, report_dir / "executed.ipynb")
+            report["passed"].append("notebook")
+            log("ok  notebook: every cell ran")
+            submission = root / "working" / SUBMISSION_ZIP
+            if not submission.is_file():
+                raise SmokeFailure("submission-written", "the notebook finished without writing working/submission.zip")
+            report["passed"].append("submission-written")
+            labelled = labelled or digit_images(work / "data")
+            source = str(images) if images else "handwritten digits"
+            log(f"host check: {len(labelled.paths)} images ({source}) of mixed sizes and the host-style test images, "
+                "in a fresh python without guie")
+            result = check_submission(submission, labelled, work, timeout)
+            report["passed"] += result["passed"]
+            for name in result["passed"]:
+                log(f"ok  {name}")
+            report.update({k: result[k] for k in ("mP@5", "queries", "index", "classes", "torch_version")})
+            log(f"mP@5 {result['mP@5']:.4f} ({result['queries']} queries against {result['index']} images, "
+                f"{result['classes']} classes)")
+            if result["mP@5"] < min_mp5:
+                raise SmokeFailure("mP@5", f"{result['mP@5']:.4f} is below --min-mp5 {min_mp5}")
+            report["passed"].append("mP@5")
     except SmokeFailure as exc:
         report["failed"] = {"check": exc.check, "detail": exc.detail}
+        raise
+    except OutOfSpace as exc:  # this machine's disk
+        report["failed"] = {"check": "disk space", "detail": str(exc)}
         raise
     except GuieError as exc:  # the inputs, found while checking: not a failure of the package
         report["failed"] = {"check": INPUT_CHECK, "detail": str(exc)}

@@ -31,7 +31,7 @@ from guie.distributed import DistContext, init_distributed, shutdown
 from guie.errors import GuieError
 from guie.features.cache import FeatureTable
 from guie.features.extract import CachedFeatures, ensure_features
-from guie.fileio import write_json
+from guie.fileio import write_json, writing_into
 from guie.model.backbone import (
     Backbone,
     BackboneSpec,
@@ -51,6 +51,9 @@ from guie.train.run_folder import check_run_dir
 from guie.train.stage2 import Stage2Settings, embed_through_finetuned_tower, fine_tune
 from guie.train.tracking import Tracker, start_tracking
 from guie.version import __version__
+
+RUN_FULL_FIX = ("free space there, then rerun the same command (add --resume once checkpoint.pt exists: training "
+                "continues from its last epoch), or pass another --out")
 
 
 @dataclass
@@ -184,7 +187,9 @@ def run_training(cfg: TrainConfig, resume: bool = False, overwrite: bool = False
                         "through guie-train (guie.workflows.train_eval.train_and_evaluate), or pass --eval holdout")
     dist = init_distributed()
     try:
-        return _run(cfg, resume, overwrite, log if dist.is_main else (lambda _: None), backbone_loader, dist, task_eval)
+        with writing_into(cfg.out, RUN_FULL_FIX):
+            return _run(cfg, resume, overwrite, log if dist.is_main else (lambda _: None), backbone_loader, dist,
+                        task_eval)
     finally:
         shutdown(dist)
 
