@@ -6,7 +6,6 @@ import sys
 import click
 
 from guie.cli.common import echo, friendly_errors
-from guie.errors import GuieError
 from guie.version import __version__
 
 PACKAGE_HELP = """Build the Kaggle dataset and notebook folders for a model; with --upload, push them.
@@ -61,10 +60,12 @@ def package_command(source: str, dataset_id: str, kernel_id: str, competition: s
     spec = PackageSpec.create(dataset_id, kernel_id, title=title, kernel_title=kernel_title,
                               competition=competition, license=license_name, gpu=gpu, public=public)
     if upload:
-        from guie.ship.upload import CREDENTIALS_HELP, find_credentials
+        from guie.ship.upload import check_kaggle
 
-        if find_credentials() is None:  # before any work, so nothing is half-done
-            raise GuieError(CREDENTIALS_HELP)
+        # before any work, so nothing is half-done: credentials, and Kaggle answering
+        check_kaggle(f"nothing was built or uploaded. Without Kaggle, run guie-package without --upload and "
+                     f"upload later: kaggle datasets create -p {out}/dataset, then kaggle kernels push -p {out}/kernel",
+                     log=echo)
     result = build_package(source, spec, out, log=echo)
     if not upload:
         echo(f"next: guie-smoke {out}   (then guie-package ... --upload, or kaggle datasets create -p "

@@ -49,7 +49,7 @@ from guie.train.checkpoint import load_checkpoint
 from guie.train.loop import LoopSettings, TrainOutcome, train_head
 from guie.train.run_folder import check_run_dir
 from guie.train.stage2 import Stage2Settings, embed_through_finetuned_tower, fine_tune
-from guie.train.tracking import Tracker, start_tracking
+from guie.train.tracking import Tracker, check_tracking, start_tracking
 from guie.version import __version__
 
 RUN_FULL_FIX = ("free space there, then rerun the same command (add --resume once checkpoint.pt exists: training "
@@ -200,6 +200,7 @@ def _run(cfg: TrainConfig, resume: bool, overwrite: bool, log: Callable[[str], N
     """The stages in order; each is a function below, in the same order."""
     started = time.perf_counter()
     spec, device = check_recipe(cfg, dist)
+    check_tracking(cfg.wandb if dist.is_main else "off", log)  # W&B online: a key and an answer, before any work
     resolved = resolved_config(cfg, spec, dist)
     # Inputs first, outputs after: a run that fails on its data leaves no folder behind.
     action = check_run_dir(cfg.out, resume, overwrite)
@@ -211,7 +212,7 @@ def _run(cfg: TrainConfig, resume: bool, overwrite: bool, log: Callable[[str], N
     check_bad_images(records, feats, source_report, sampled, cfg, run_dir, log, dist)
     split = split_training_data(records, feats, cfg, log)
     projection, head, domain_head, stats = build_head_model(feats, split, cfg, log)
-    tracker = start_tracking(cfg.wandb if dist.is_main else "off", run_dir, resolved, cfg.wandb_project)
+    tracker = start_tracking(cfg.wandb if dist.is_main else "off", run_dir, resolved, cfg.wandb_project, log)
     try:
         outcome = train_heads(feats, split, projection, head, domain_head, cfg, run_dir, action, device, tracker,
                               log, dist)
