@@ -5,7 +5,9 @@
    the notebook's working directory.
 2. The kernel folder's notebook runs there with nbclient, on this interpreter, with ``/kaggle``
    redirected by the one mechanism the notebook honours: ``GUIE_KAGGLE_ROOT``. The kernel
-   cannot import guie (the fresh runner's guard refuses it), since Kaggle has no guie.
+   cannot import guie (the fresh runner's guard refuses it), since Kaggle has no guie. It talks to
+   nbclient over IPC sockets in the work folder, or in a short private folder when that path is too
+   long for a socket (a long ``TMPDIR``), or over TCP on 127.0.0.1 (see :func:`socket_folder`).
 3. ``working/submission.zip`` is checked in a fresh ``python -I`` that cannot import guie either
    (guie.ship.host_check through guie.export.fresh): real images of mixed sizes and formats fed
    as the host did, plus guie-export's host-style test images, shape, dtype, finiteness, unit
@@ -21,8 +23,10 @@ are never touched.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import stat
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -48,11 +52,15 @@ from guie.fileio import (
     write_text,
     writing_into,
 )
+from guie.fsnames import name_bytes
 from guie.ship.host_check import INPUT_CHECK, CheckFailed, run_checks
 from guie.ship.metadata import read_build
 from guie.ship.notebook import ROOT_ENV
 
 KERNEL_NAME = "guie-smoke"
+# The longest path of a Unix socket, in bytes: sockaddr_un.sun_path less its terminating zero
+# (108 - 1 on Linux, 104 - 1 on macOS and the BSDs).
+IPC_PATH_LIMIT = {"linux": 107, "darwin": 103, "freebsd": 103}
 SMOKE_FULL_FIX = ("free space there or point TMPDIR at a disk with room (the emulated /kaggle tree holds the model "
                   "twice and the test images), then rerun")
 DIGIT_SIZES = ((32, 32), (64, 64), (48, 80), (120, 72), (224, 224), (37, 53))  # (width, height)
@@ -179,7 +187,35 @@ def _release(work: Path) -> None:
     shutil.rmtree(work, ignore_errors=True)
 
 
-def _kernel_manager(work: Path) -> Any:
+def ipc_limit() -> int:
+    """The longest Unix socket path on this system, in bytes (IPC_PATH_LIMIT)."""
+    return IPC_PATH_LIMIT.get(sys.platform, IPC_PATH_LIMIT["linux"])
+
+
+def ipc_fits(folder: Path) -> bool:
+    """Whether the kernel's IPC socket paths in ``folder`` fit the system's limit (:func:`ipc_limit`)."""
+    return len(name_bytes(str(folder / "kernel-ipc"))) + len("-99") <= ipc_limit()
+
+
+def socket_folder(work: Path) -> Path | None:
+    """Where the notebook kernel's IPC sockets go: the private work folder when their paths fit the system's
+    limit for a socket path; else a new private folder (mode 0700) in ``$XDG_RUNTIME_DIR``, ``/tmp`` or
+    ``/var/tmp``, whichever is writable and short enough (a long ``TMPDIR``, an HPC job's scratch path,
+    takes this); None when there is none, or on Windows (no IPC): then the kernel talks over TCP on
+    127.0.0.1, Jupyter's default. A folder made here is the caller's to remove."""
+    if os.name == "nt":
+        return None
+    if ipc_fits(work):
+        return work
+    for base in (os.environ.get("XDG_RUNTIME_DIR"), "/tmp", "/var/tmp"):
+        if base and os.path.isdir(base) and os.access(base, os.W_OK | os.X_OK):
+            candidate = Path(base) / "guie-smoke-XXXXXXXX"
+            if ipc_fits(candidate):
+                return Path(tempfile.mkdtemp(prefix="guie-smoke-", dir=base))
+    return None
+
+
+def _kernel_manager(work: Path, sockets: Path | None) -> Any:
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import AsyncKernelManager
 
@@ -191,9 +227,10 @@ def _kernel_manager(work: Path) -> Any:
         "language": "python",
     })
     specs = KernelSpecManager(kernel_dirs=[str(spec_dir.parent)])
-    # IPC sockets in the private work folder: no TCP port is opened for the kernel.
-    return AsyncKernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=specs, transport="ipc",
-                              connection_file=str(work / "kernel-connection.json"), ip=str(work / "kernel-ipc"))
+    # IPC sockets in a private folder (see socket_folder): then no TCP port is opened for the kernel.
+    transport, address = ("ipc", str(sockets / "kernel-ipc")) if sockets is not None else ("tcp", "127.0.0.1")
+    return AsyncKernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=specs, transport=transport,
+                              connection_file=str(work / "kernel-connection.json"), ip=address)
 
 
 def summarise_error(text: str) -> str:
@@ -210,7 +247,18 @@ def _cell_name(nb: Any, index: int) -> str:
 
 
 def run_notebook(nb_path: Path, root: Path, work: Path, timeout: float, executed_path: Path | None) -> Any:
-    """Execute the notebook in ``root/working``; on failure, name the cell and its error."""
+    """Execute the notebook in ``root/working`` (the kernel's IPC sockets where :func:`socket_folder` puts
+    them, a folder it made removed afterwards); on failure, name the cell and its error."""
+    sockets = socket_folder(work)
+    try:
+        return _run_notebook(nb_path, root, work, timeout, executed_path, sockets)
+    finally:
+        if sockets is not None and sockets != work:
+            shutil.rmtree(sockets, ignore_errors=True)
+
+
+def _run_notebook(nb_path: Path, root: Path, work: Path, timeout: float, executed_path: Path | None,
+                  sockets: Path | None) -> Any:
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
@@ -221,7 +269,7 @@ def run_notebook(nb_path: Path, root: Path, work: Path, timeout: float, executed
     def on_cell_start(cell: Any, cell_index: int) -> None:
         current["index"] = cell_index
 
-    client = NotebookClient(nb, km=_kernel_manager(work), kernel_name=KERNEL_NAME, timeout=int(timeout),
+    client = NotebookClient(nb, km=_kernel_manager(work, sockets), kernel_name=KERNEL_NAME, timeout=int(timeout),
                             startup_timeout=120, shutdown_kernel="immediate", on_cell_start=on_cell_start,
                             resources={"metadata": {"path": str(root / "working")}})
     try:
@@ -304,6 +352,10 @@ def run_smoke(build: str | Path, *, images: str | Path | None = None, min_mp5: f
     try:
         with writing_into(work, SMOKE_FULL_FIX):
             root = emulate_kaggle(work, dataset_dir, slug)
+            if not ipc_fits(work) and os.name != "nt":
+                log(f"note: the temporary folder {work} is too long a path for the kernel's IPC sockets "
+                    f"({ipc_limit()} bytes at most): they go in a short private folder instead (in "
+                    "$XDG_RUNTIME_DIR, /tmp or /var/tmp; TCP on 127.0.0.1 where none is writable)")
             nb_path = kernel_dir / kernel.code_file
             log(f"running {nb_path.name} with {ROOT_ENV}={root} (input/{slug}/, working/)")
             run_notebook(nb_path, root, work, timeout, report_dir / "executed.ipynb")
