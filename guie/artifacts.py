@@ -80,6 +80,7 @@ UPLOAD_RECORD = "uploaded.json"  # what was last uploaded from BUILD
 NOTEBOOK_LOG = "notebook.log"  # the log of a failed Kaggle notebook run
 DATASET_METADATA = "dataset-metadata.json"  # what `kaggle datasets create -p` reads
 OLD_DATASET_METADATA = "datapackage.json"  # the name older kaggle clients wrote
+DATASET_METADATA_NAMES = (DATASET_METADATA, OLD_DATASET_METADATA)  # the client reads the first that exists
 KERNEL_METADATA = "kernel-metadata.json"  # what `kaggle kernels push -p` reads
 PACKAGE_STAGING_PREFIX = ".guie-package-"  # guie-package's temporary folder inside BUILD
 
@@ -273,7 +274,8 @@ def folder_kind(folder: Path) -> str | None:
         return RUN_FOLDER
     if any((folder / name).is_file() for name in (SAVED_MODEL, SUBMISSION_ZIP, SAVED_PROGRAM)):
         return EXPORT_FOLDER
-    if (folder / DATASET_DIR / DATASET_METADATA).is_file() or (folder / KERNEL_DIR / KERNEL_METADATA).is_file():
+    if any((folder / DATASET_DIR / name).is_file() for name in DATASET_METADATA_NAMES) \
+            or (folder / KERNEL_DIR / KERNEL_METADATA).is_file():
         return BUILD_FOLDER
     return None
 
@@ -461,7 +463,7 @@ def leaderboard_files(model_path: str | Path) -> list[Path]:
     path = Path(model_path)
     folder = path if path.is_dir() else path.parent
     places = [folder / LEADERBOARD_FILE]
-    if (folder / DATASET_METADATA).is_file():
+    if any((folder / name).is_file() for name in DATASET_METADATA_NAMES):
         places.append(folder.parent / LEADERBOARD_FILE)
     return [p for p in places if p.is_file()]
 

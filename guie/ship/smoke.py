@@ -35,9 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from guie.artifacts import (
-    DATASET_METADATA,
+    DATASET_METADATA_NAMES,
     KERNEL_DIR,
-    OLD_DATASET_METADATA,
     SMOKE_DIR,
     SUBMISSION_ZIP,
 )
@@ -173,7 +172,7 @@ def emulate_kaggle(work: Path, dataset_dir: Path, slug: str) -> Path:
     mounted = root / "input" / slug
     mounted.mkdir(parents=True)
     for item in sorted(dataset_dir.iterdir()):
-        if item.name not in (DATASET_METADATA, OLD_DATASET_METADATA):  # the client uploads all but the metadata
+        if item.name not in DATASET_METADATA_NAMES:  # the client uploads all but the metadata
             (mounted / item.name).symlink_to(item.resolve(), target_is_directory=item.is_dir())
     mounted.chmod(stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP)
     (root / "working").mkdir()

@@ -312,7 +312,7 @@ def submit_build(build: str | Path, *, competition: str = GUIE_COMPETITION, mess
     competition = check_competition(competition)
     folders = read_build(build)
     kernel = _kernel_ref(folders)
-    if competition not in folders.kernel.competition_sources:
+    if not folders.kernel.attaches_competition(competition):
         raise GuieError(f"the notebook {kernel} does not attach the competition {competition} (its "
                         f"competition_sources: {folders.kernel.competition_sources}); rebuild with guie-package "
                         f"--competition {competition}")
