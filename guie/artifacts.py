@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from guie.errors import GuieError
 from guie.fileio import file_sha256
+from guie.fsnames import is_text
 
 if TYPE_CHECKING:
     import torch
@@ -65,6 +66,7 @@ SAVED_MODEL = "saved_model.pt"  # the TorchScript submission file
 SAVED_PROGRAM = "saved_model.pt2"  # a torch.export program (guie-export --program)
 SUBMISSION_ZIP = "submission.zip"  # saved_model.pt at its root, nothing else
 VERIFY_REPORT = "verify.json"  # the export's checks; guie-compat adds its matrix
+EXPORT_STAGING_PREFIX = ".guie-export-"  # the export's temporary folder beside OUT's files (guie.fileio.staging_folder)
 
 # guie-eval --out (guie.eval.report, guie.eval.gallery).
 GALLERY_DIR = "gallery"  # --gallery N: index.html, one page and one PNG per task, thumbs/
@@ -83,7 +85,9 @@ UPLOAD_RECORD = "uploaded.json"  # what was last uploaded from BUILD
 NOTEBOOK_LOG = "notebook.log"  # the log of a failed Kaggle notebook run
 DATASET_METADATA = "dataset-metadata.json"  # what `kaggle datasets create -p` reads
 OLD_DATASET_METADATA = "datapackage.json"  # the name older kaggle clients wrote
+DATASET_METADATA_NAMES = (DATASET_METADATA, OLD_DATASET_METADATA)  # the client reads the first that exists
 KERNEL_METADATA = "kernel-metadata.json"  # what `kaggle kernels push -p` reads
+PACKAGE_STAGING_PREFIX = ".guie-package-"  # guie-package's temporary folder inside BUILD
 
 # Files named by the stage that wrote them: a model so named is called after its folder.
 GENERIC_NAMES = frozenset({RUN_MODEL, SAVED_MODEL, SAVED_PROGRAM, SUBMISSION_ZIP})
@@ -275,7 +279,8 @@ def folder_kind(folder: Path) -> str | None:
         return RUN_FOLDER
     if any((folder / name).is_file() for name in (SAVED_MODEL, SUBMISSION_ZIP, SAVED_PROGRAM)):
         return EXPORT_FOLDER
-    if (folder / DATASET_DIR / DATASET_METADATA).is_file() or (folder / KERNEL_DIR / KERNEL_METADATA).is_file():
+    if any((folder / DATASET_DIR / name).is_file() for name in DATASET_METADATA_NAMES) \
+            or (folder / KERNEL_DIR / KERNEL_METADATA).is_file():
         return BUILD_FOLDER
     return None
 
@@ -424,7 +429,10 @@ def load_torchscript(path: str | Path, device: str | torch.device = "cpu", *, sh
                 tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="guie-load-")))
                 model = extract_saved_model(model, tmp)
             with quiet_jit():
-                module = torch.jit.load(str(model), map_location="cpu")
+                if is_text(model):
+                    module = torch.jit.load(str(model), map_location="cpu")
+                else:  # torch's C++ takes a path only as UTF-8 text: hand it the open file instead
+                    module = torch.jit.load(stack.enter_context(open(model, "rb")), map_location="cpu")
     except GuieError:
         raise
     except Exception as exc:  # noqa: BLE001 - torch reports foreign, damaged or newer-format files many ways
@@ -460,7 +468,7 @@ def leaderboard_files(model_path: str | Path) -> list[Path]:
     path = Path(model_path)
     folder = path if path.is_dir() else path.parent
     places = [folder / LEADERBOARD_FILE]
-    if (folder / DATASET_METADATA).is_file():
+    if any((folder / name).is_file() for name in DATASET_METADATA_NAMES):
         places.append(folder.parent / LEADERBOARD_FILE)
     return [p for p in places if p.is_file()]
 

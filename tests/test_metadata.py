@@ -14,7 +14,12 @@ from fake_kaggle import OWNER, FakeKaggle, client_env, run_client
 
 from guie.errors import GuieError
 from guie.ship.kaggle_ids import KaggleRef
-from guie.ship.metadata import read_build, read_dataset_metadata, read_kernel_metadata
+from guie.ship.metadata import (
+    competition_slug,
+    read_build,
+    read_dataset_metadata,
+    read_kernel_metadata,
+)
 
 SLUG = "guie-meta-inference"
 NOTEBOOK = {"cells": [{"cell_type": "code", "execution_count": None, "id": "a", "metadata": {}, "outputs": [],
@@ -44,6 +49,10 @@ VARIANTS = {
     "dataset-source-without-owner": {"dataset_sources": ["guie-meta-model"]},
     "dataset-source-number": {"dataset_sources": [7]},
     "competition-null": {"competition_sources": None},
+    "competition-as-kaggle-writes-it": {"competition_sources": ["c/google-universal-image-embedding"]},
+    # what `kaggle kernels pull -m` writes: the server's metadata, with id_no, keywords and image settings
+    "as-kernels-pull-writes-it": {"id_no": 112233445, "keywords": [], "docker_image": None, "machine_shape": None,
+                                  "competition_sources": ["c/google-universal-image-embedding"]},
     "competition-as-string": {"competition_sources": "google-universal-image-embedding"},
     "kernel-source-short-slug": {"kernel_sources": [f"{OWNER}/abcd"]},
     "kernel-source-ok": {"kernel_sources": [f"{OWNER}/other-notebook/2"]},
@@ -211,3 +220,49 @@ def test_build_needs_the_model_dataset_attached_and_internet_off(tmp_path):
         json.dumps({k: v for k, v in BASE.items() if k != "enable_internet"}))
     with pytest.raises(GuieError, match="must set enable_internet to false"):
         read_build(tmp_path)
+
+
+def test_competition_sources_name_the_competition_in_either_form(tmp_path):
+    assert competition_slug("c/google-universal-image-embedding") == "google-universal-image-embedding"
+    assert competition_slug("google-universal-image-embedding") == "google-universal-image-embedding"
+    pulled = read_kernel_metadata(kernel_folder(tmp_path, "pulled", VARIANTS["as-kernels-pull-writes-it"]))
+    assert pulled.competition_sources == ["c/google-universal-image-embedding"]  # kept as the client sends it
+    assert pulled.competitions == ["google-universal-image-embedding"]
+    assert pulled.attaches_competition("google-universal-image-embedding")
+    assert not pulled.attaches_competition("landmark-retrieval-2021")
+    assert read_kernel_metadata(kernel_folder(tmp_path, "plain", {})).attaches_competition(
+        "google-universal-image-embedding")
+
+
+def test_a_pulled_kernel_folder_is_ready_for_smoke_and_for_submit(tmp_path, monkeypatch):
+    """guie-smoke and guie-submit read the one folder through the one reader: what one takes, the other takes."""
+    from guie.ship.submit import submit_build
+    from guie.ship.upload import CREDENTIALS_HELP
+
+    dataset_folder(tmp_path / "dataset")
+    kernel_folder(tmp_path, "kernel", VARIANTS["as-kernels-pull-writes-it"])
+    build = read_build(tmp_path)  # guie-smoke's and guie-submit's first step
+    assert build.kernel.attaches_competition("google-universal-image-embedding")
+    for name in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_CONFIG_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "home" / ".config"))
+    with pytest.raises(GuieError) as err:  # past the competition check, up to the credentials
+        submit_build(tmp_path, log=lambda _: None)
+    assert str(err.value) == CREDENTIALS_HELP
+    with pytest.raises(GuieError, match="does not attach the competition landmark-retrieval-2021"):
+        submit_build(tmp_path, competition="landmark-retrieval-2021", log=lambda _: None)
+
+
+def test_the_older_dataset_metadata_name_is_a_package_everywhere(tmp_path):
+    """datapackage.json, the name older kaggle clients wrote, marks a dataset folder for every reader alike."""
+    from guie.artifacts import BUILD_FOLDER, folder_kind, leaderboard_files
+
+    dataset_folder(tmp_path / "dataset", name="datapackage.json")
+    kernel_folder(tmp_path, "kernel", {})
+    assert read_build(tmp_path).dataset.path.name == "datapackage.json"
+    (tmp_path / "kernel" / "kernel-metadata.json").unlink()
+    assert folder_kind(tmp_path) == BUILD_FOLDER  # the dataset folder alone marks it
+    (tmp_path / "dataset" / "saved_model.pt").write_bytes(b"x")
+    (tmp_path / "leaderboard.jsonl").write_text("{}\n")
+    assert leaderboard_files(tmp_path / "dataset" / "saved_model.pt") == [tmp_path / "leaderboard.jsonl"]

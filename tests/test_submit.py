@@ -289,3 +289,19 @@ def test_a_package_of_a_run_folder_records_into_the_run(trained_run, tmp_path):
     build_package(trained_run, PackageSpec.create(DATASET, KERNEL), tmp_path / "build", log=lambda _: None)
     sha = file_sha256(tmp_path / "build" / "dataset" / "saved_model.pt")
     assert leaderboard_path(tmp_path / "build", sha) == trained_run / LEADERBOARD_FILE
+
+
+def test_a_competition_source_as_kernels_pull_writes_it_is_submitted(build, tmp_path):
+    """competition_sources as `kaggle kernels pull -m` writes it ("c/SLUG"): the client pushes it as it is,
+    and guie-submit takes the folder guie-smoke takes (one reader, guie.ship.metadata)."""
+    meta_path = build / "kernel" / "kernel-metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta["competition_sources"] = [f"c/{COMPETITION}"]
+    meta_path.write_text(json.dumps(meta, indent=2))
+    with FakeKaggle(statuses=("READY",)) as kaggle:
+        res = run_submit(kaggle, [str(build), *fast()], token_env(tmp_path))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert kaggle.calls("SaveKernel")[0]["json"]["competitionDataSources"] == [f"c/{COMPETITION}"]
+    assert kaggle.calls("CreateCodeSubmission")[0]["json"]["competitionName"] == COMPETITION
+    (record,) = read_records(build / LEADERBOARD_FILE)
+    assert (record["competition"], record["status"]) == (COMPETITION, "complete")

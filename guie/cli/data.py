@@ -5,7 +5,7 @@ import json
 
 import click
 
-from guie.cli.common import friendly_errors
+from guie.cli.common import echo, friendly_errors
 from guie.errors import GuieError
 
 DATA_HELP = """Show what data source specs hold: images, classes, splits, domains, and skipped rows with reasons.
@@ -31,7 +31,7 @@ def _prefix_list() -> str:
 @friendly_errors
 def data_command(specs: tuple[str, ...], as_json: bool, prefixes: bool) -> None:
     if prefixes:
-        click.echo(_prefix_list())
+        echo(_prefix_list())
         return
     if not specs:
         raise GuieError("no data source given; pass SPEC... such as sop:/data/Stanford_Online_Products "
@@ -41,6 +41,6 @@ def data_command(specs: tuple[str, ...], as_json: bool, prefixes: bool) -> None:
 
     summaries = [summarize_source(load_source(spec)) for spec in specs]
     if as_json:
-        click.echo(json.dumps({"sources": summaries}, indent=2))
+        echo(json.dumps({"sources": summaries}, indent=2))
     else:
-        click.echo("\n\n".join(format_summary(s) for s in summaries))
+        echo("\n\n".join(format_summary(s) for s in summaries))

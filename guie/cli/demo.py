@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from guie.cli.common import friendly_errors
+from guie.cli.common import echo, friendly_errors
 
 DEMO_HELP = """Run the whole chain offline on the embedded demo data (handwritten digits, tiny model).
 
@@ -31,4 +31,4 @@ demo there, and prints each stage's result and where its files are.
 def demo_command(out: str, epochs: int, wandb: str, no_compat: bool) -> None:
     from guie.workflows.demo import run_demo
 
-    run_demo(Path(out), epochs=epochs, wandb=wandb, log=click.echo, compat=not no_compat)
+    run_demo(Path(out), epochs=epochs, wandb=wandb, log=echo, compat=not no_compat)

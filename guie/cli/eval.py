@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from guie.cli.common import friendly_errors
+from guie.cli.common import echo, friendly_errors
 from guie.errors import GuieError
 
 EVAL_HELP = """Evaluate models on retrieval tasks: mP@5 as the competition host computed it, P@1, mAP@5.
@@ -78,7 +78,7 @@ def eval_command(models: tuple[str, ...], tasks: tuple[str, ...], out: str | Non
     retrievals: list | None = [] if gallery else None
     dist = init_distributed()  # a world of one without torchrun
     try:
-        log = (lambda line: click.echo(line, err=True)) if dist.is_main else (lambda _: None)
+        log = (lambda line: echo(line, err=True)) if dist.is_main else (lambda _: None)
         report = evaluate(list(models), list(tasks), settings, log=log, dist=dist, retrievals=retrievals)
     finally:
         shutdown(dist)
@@ -88,7 +88,7 @@ def eval_command(models: tuple[str, ...], tasks: tuple[str, ...], out: str | Non
         from guie.eval.cv_vs_leaderboard import attach_leaderboard
 
         attach_leaderboard(report)
-    click.echo(format_table(report))
+    echo(format_table(report))
     if out:
         index = None
         if gallery:
@@ -96,7 +96,7 @@ def eval_command(models: tuple[str, ...], tasks: tuple[str, ...], out: str | Non
 
             index = attach_gallery(report, retrievals, out, gallery, seed)
         paths = write_report(report, out)
-        click.echo(f"report: {paths['json']}, {paths['csv'].name}, {paths['md'].name}; chart: {paths['png']}"
+        echo(f"report: {paths['json']}, {paths['csv'].name}, {paths['md'].name}; chart: {paths['png']}"
                    + (f"; CV vs LB: {paths['scatter']}" if "scatter" in paths else ""))
         if index is not None:
-            click.echo(f"gallery: {index} (open it in a browser)")
+            echo(f"gallery: {index} (open it in a browser)")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from guie.cli.common import friendly_errors
+from guie.cli.common import echo, friendly_errors
 from guie.errors import GuieError
 from guie.export.tta import TTA_HELP, parse_tta
 
@@ -62,14 +62,14 @@ def export_command(runs: tuple[str, ...], fmt: str, out: str | None, fp16: bool,
         if fmt != "torchscript" or fp16 or str(augmentation) != "none":
             raise GuieError("--ensemble exports TorchScript in fp32 without --tta; drop --program/--fp16/--tta")
         out_dir = Path(out) if out else Path("export-ensemble")
-        export_ensemble(list(runs), out_dir, images=ensemble_images, chunk=chunk, log=click.echo,
+        export_ensemble(list(runs), out_dir, images=ensemble_images, chunk=chunk, log=echo,
                         check_torch=check_torch)
         return
     from guie.artifacts import EXPORT_DIR, TAKES_RUN, identify
 
     run = identify(runs[0], TAKES_RUN)  # a wrong RUN is refused before anything loads
     out_dir = Path(out) if out else run.folder / EXPORT_DIR
-    export_run(run.path, out_dir, fp16=fp16, fmt=fmt, chunk=chunk, tta=tta, log=click.echo, check_torch=check_torch)
+    export_run(run.path, out_dir, fp16=fp16, fmt=fmt, chunk=chunk, tta=tta, log=echo, check_torch=check_torch)
 
 
 COMPAT_HELP = """Load a submission file in other PyTorch releases, as the host did, and compare outputs.
@@ -103,8 +103,8 @@ def compat_command(file: str, versions: tuple[str, ...], python: str | None, dev
     from guie.export.torch_envs import HOST_TORCH
 
     wanted = [v.strip() for item in versions for v in item.split(",") if v.strip()] or [HOST_TORCH]
-    rows = check_file(file, wanted, python=python, device=device, log=lambda line: click.echo(line, err=as_json))
+    rows = check_file(file, wanted, python=python, device=device, log=lambda line: echo(line, err=as_json))
     if as_json:
-        click.echo(json.dumps([row.to_dict() for row in rows], indent=2))
+        echo(json.dumps([row.to_dict() for row in rows], indent=2))
     if not all(row.passed for row in rows):
         sys.exit(1)

@@ -5,8 +5,7 @@ import sys
 
 import click
 
-from guie.cli.common import friendly_errors
-from guie.errors import GuieError
+from guie.cli.common import echo, friendly_errors
 from guie.version import __version__
 
 PACKAGE_HELP = """Build the Kaggle dataset and notebook folders for a model; with --upload, push them.
@@ -61,19 +60,21 @@ def package_command(source: str, dataset_id: str, kernel_id: str, competition: s
     spec = PackageSpec.create(dataset_id, kernel_id, title=title, kernel_title=kernel_title,
                               competition=competition, license=license_name, gpu=gpu, public=public)
     if upload:
-        from guie.ship.upload import CREDENTIALS_HELP, find_credentials
+        from guie.ship.upload import check_kaggle
 
-        if find_credentials() is None:  # before any work, so nothing is half-done
-            raise GuieError(CREDENTIALS_HELP)
-    result = build_package(source, spec, out, log=click.echo)
+        # before any work, so nothing is half-done: credentials, and Kaggle answering
+        check_kaggle(f"nothing was built or uploaded. Without Kaggle, run guie-package without --upload and "
+                     f"upload later: kaggle datasets create -p {out}/dataset, then kaggle kernels push -p {out}/kernel",
+                     log=echo)
+    result = build_package(source, spec, out, log=echo)
     if not upload:
-        click.echo(f"next: guie-smoke {out}   (then guie-package ... --upload, or kaggle datasets create -p "
+        echo(f"next: guie-smoke {out}   (then guie-package ... --upload, or kaggle datasets create -p "
                    f"{result.dataset_dir} and kaggle kernels push -p {result.kernel_dir})")
         return
     from guie.ship.upload import upload_package
 
     upload_package(out, message=message or f"guie {__version__}, model sha256 {result.sha256[:12]}",
-                   public=public, wait=wait, poll=poll, log=click.echo)
+                   public=public, wait=wait, poll=poll, log=echo)
 
 
 SUBMIT_HELP = """Submit a guie-package BUILD to the competition and record its leaderboard score.
@@ -107,11 +108,11 @@ def submit_command(build: str, message: str | None, wait: float, competition: st
     from guie.ship.submit import refresh_build, submit_build
 
     if refresh:
-        records = refresh_build(build, competition=competition, wait=wait, poll=poll, log=click.echo)
+        records = refresh_build(build, competition=competition, wait=wait, poll=poll, log=echo)
         pending = any(r["status"] == "pending" for r in records)
     else:
         pending = submit_build(build, competition=competition, message=message, wait=wait, poll=poll,
-                               log=click.echo)["status"] == "pending"
+                               log=echo)["status"] == "pending"
     if pending:
         sys.exit(3)
 
@@ -140,4 +141,4 @@ Exits 1 naming the failed check or notebook cell; writes BUILD/smoke/report.json
 def smoke_command(build: str, images: str | None, min_mp5: float, timeout: float, keep: bool) -> None:
     from guie.ship.smoke import run_smoke
 
-    run_smoke(build, images=images, min_mp5=min_mp5, timeout=timeout, keep=keep, log=click.echo)
+    run_smoke(build, images=images, min_mp5=min_mp5, timeout=timeout, keep=keep, log=echo)

@@ -9,7 +9,7 @@ import click
 from click.core import ParameterSource
 
 from guie.artifacts import RUN_CONFIG, SWEEP_CONFIG
-from guie.cli.common import config_options, friendly_errors
+from guie.cli.common import config_options, echo, friendly_errors
 from guie.config import (
     TrainConfig,
     build_config,
@@ -55,13 +55,13 @@ def resolve_train_config(ctx: click.Context, params: dict[str, Any], config_file
             # A resumed run keeps its recipe; only the length of training may be extended.
             ignored = sorted(k for k in cli_values if k not in ("out", "epochs") and cli_values[k] != values.get(k))
             if ignored:
-                click.echo(f"note: --resume uses the run's saved config; ignoring {', '.join(ignored)}", err=True)
+                echo(f"note: --resume uses the run's saved config; ignoring {', '.join(ignored)}", err=True)
             values.update({k: cli_values[k] for k in ("out", "epochs") if k in cli_values})
         else:
             # Training never started, so there is nothing to keep: the options given replace the saved ones.
             changed = sorted(k for k in cli_values if k != "out" and cli_values[k] != values.get(k))
             if changed:
-                click.echo(f"note: {out} never started training; --resume starts it again with the saved config "
+                echo(f"note: {out} never started training; --resume starts it again with the saved config "
                            f"and the new {', '.join(changed)}", err=True)
             values.update(cli_values)
             if "classes" in cli_values:
@@ -105,8 +105,8 @@ def train_command(ctx: click.Context, config_file: str | None, resume: bool, ove
     if sweep:
         from guie.workflows.sweep import run_sweep  # heavy imports only once the options are valid
 
-        run_sweep(cfg, sweep, resume=resume, overwrite=overwrite, log=click.echo)
+        run_sweep(cfg, sweep, resume=resume, overwrite=overwrite, log=echo)
         return
     from guie.workflows.train_eval import train_and_evaluate
 
-    train_and_evaluate(cfg, resume=resume, overwrite=overwrite, log=click.echo)
+    train_and_evaluate(cfg, resume=resume, overwrite=overwrite, log=echo)

@@ -1,26 +1,34 @@
-"""Adapter for ``imagefolder:ROOT``: one sub-folder per class, images anywhere below it."""
+"""Adapter for ``imagefolder:ROOT``: one sub-folder per class, images anywhere below it.
+
+What counts is guie.data.walk's rule (links followed once, hidden and operating-system litter left
+out, sub-folders read to any depth), for the class folders and for what they hold.
+"""
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
-from guie.data.records import Record, SourceData, is_image_file, register_source, require_dir
+from guie.data.records import Record, SourceData, register_source, require_dir
+from guie.data.walk import folder_entries, walk_images
+
+OUTSIDE_CLASS = "file outside a class folder"
 
 
 def scan_class_folders(root: Path, domain: str, split: str = "train") -> tuple[list[Record], list[tuple[str, str]]]:
-    """Records for every image under ``root/<class>/``, plus skipped files with reasons."""
+    """Records for every image under ``root/<class>/``, plus what was left out, as ``(path, reason)``.
+
+    A class folder may be a symbolic link; the record's path is the image's resolved path.
+    """
     records: list[Record] = []
-    skipped: list[tuple[str, str]] = []
-    for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for path in sorted(class_dir.rglob("*")):
-            if not path.is_file() or path.name.startswith("."):
-                continue
-            if is_image_file(path):
-                records.append(Record(str(path.resolve()), class_dir.name, domain, split))
-            else:
-                skipped.append((str(path), "not an image file extension"))
-    for path in sorted(root.iterdir()):
-        if path.is_file() and not path.name.startswith("."):
-            skipped.append((str(path), "file outside a class folder"))
+    entries, left = folder_entries(root)
+    skipped = [(str(path), why) for path, why in left]
+    for path, info in entries:
+        if not stat.S_ISDIR(info.st_mode):
+            skipped.append((str(path), OUTSIDE_CLASS))
+            continue
+        images, left = walk_images(path)
+        records.extend(Record(str(image.resolve()), path.name, domain, split) for image in images)
+        skipped.extend((str(p), why) for p, why in left)
     return records, skipped
 
 

@@ -10,6 +10,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from guie.fsnames import name_bytes
+
 
 def default_workers() -> int:
     """DataLoader workers for image decoding: one per core, leaving one for the main process, at most 8."""
@@ -39,7 +41,7 @@ def image_problem(path: str) -> str | None:
 
 def view_seed(key: str, view: int) -> int:
     """A seed for augmented view ``view`` of the image ``key``, independent of batch order and workers."""
-    return int.from_bytes(hashlib.sha256(f"{key}#{view}".encode()).digest()[:8], "little") & 0x7FFF_FFFF_FFFF
+    return int.from_bytes(hashlib.sha256(name_bytes(f"{key}#{view}")).digest()[:8], "little") & 0x7FFF_FFFF_FFFF
 
 
 class ImageDataset(Dataset):

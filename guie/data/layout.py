@@ -16,6 +16,7 @@ from itertools import islice
 from pathlib import Path
 
 from guie.data.records import require_dir
+from guie.data.walk import never_read
 from guie.errors import GuieError
 
 MAX_DEPTH = 2
@@ -49,10 +50,11 @@ class Found:
 
 
 def _scan(folder: Path) -> list[os.DirEntry]:
-    """Up to MAX_ENTRIES visible entries of ``folder``, sorted by name; never the whole of a huge folder."""
+    """Up to MAX_ENTRIES visible entries of ``folder``, sorted by name; never the whole of a huge folder.
+    Hidden entries and operating-system litter (``__MACOSX/``, guie.data.walk's rule) are not looked at."""
     try:
         with os.scandir(folder) as it:
-            entries = list(islice((e for e in it if not e.name.startswith(".")), MAX_ENTRIES + 1))
+            entries = list(islice((e for e in it if not never_read(e.name)), MAX_ENTRIES + 1))
     except OSError:
         return []
     return sorted(entries, key=lambda e: e.name)

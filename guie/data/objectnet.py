@@ -9,14 +9,18 @@ Layout read (ROOT may be the ``objectnet-1.0`` folder or a folder up to two leve
 The label is the ObjectNet class name the mapping gives the folder; folders the mapping does
 not name are skipped. ObjectNet is a test set only: its licence forbids updating a model's
 parameters on its images, so every record is split "test" and guie-train refuses it.
-Domain ``objectnet``. (The images carry a 1-pixel border the authors suggest cropping; at
-CLIP input sizes it changes little and guie reads the files unchanged.)
+Folders are read by guie.data.walk's rule. Domain ``objectnet``. (The images carry a 1-pixel
+border the authors suggest cropping; at CLIP input sizes it changes little and guie reads the
+files unchanged.)
 """
 from __future__ import annotations
 
+import stat
+
 from guie.data.layout import Layout, find_layout
 from guie.data.listfiles import read_json_dict
-from guie.data.records import Record, SourceData, is_image_file, register_source
+from guie.data.records import Record, SourceData, register_source
+from guie.data.walk import folder_entries, walk_images
 
 DOMAIN = "objectnet"
 MAPPING = "folder_to_objectnet_label.json"
@@ -31,16 +35,17 @@ def load_objectnet(root: str, spec: str) -> SourceData:
     image_dir = found.path("images")
     records: list[Record] = []
     skipped: list[tuple[str, str]] = []
-    for folder in sorted(p for p in image_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    entries, left = folder_entries(image_dir)
+    skipped += [(str(path.relative_to(image_dir)), why) for path, why in left]
+    for folder, info in entries:
+        if not stat.S_ISDIR(info.st_mode):
+            continue
         label = mapping.get(folder.name)
-        for path in sorted(folder.rglob("*")):
-            if not path.is_file() or path.name.startswith("."):
-                continue
-            rel = str(path.relative_to(image_dir))
+        images, left = walk_images(folder)
+        skipped += [(str(path.relative_to(image_dir)), why) for path, why in left]
+        for path in images:
             if not isinstance(label, str) or not label:
-                skipped.append((rel, f"folder not in mappings/{MAPPING}"))
-            elif not is_image_file(path):
-                skipped.append((rel, "not an image file extension"))
+                skipped.append((str(path.relative_to(image_dir)), f"folder not in mappings/{MAPPING}"))
             else:
                 records.append(Record(str(path), label, DOMAIN, "test"))
     return SourceData(spec, DOMAIN, records, skipped)

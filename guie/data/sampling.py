@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from guie.data.records import Record
 from guie.errors import GuieError
+from guie.fsnames import name_bytes
 
 
 @dataclass
@@ -68,7 +69,7 @@ def sample_classes(
         cap = caps.get(group[0].domain, max_per_class)
         if cap is not None and len(group) > cap:
             capped += len(group) - cap
-            group = sorted(random.Random(f"{seed}/{key}").sample(group, cap), key=lambda r: r.path)
+            group = sorted(random.Random(name_bytes(f"{seed}/{key}")).sample(group, cap), key=lambda r: r.path)
         kept.extend(group)
     report = SampleReport(len(groups), len(eligible), len(ranked), len(kept), capped)
     return kept, report
@@ -94,7 +95,7 @@ def holdout_split(records: list[Record], fraction: float, seed: int = 0) -> tupl
             train.extend(idx)
             continue
         order = list(idx)
-        random.Random(f"{seed}/holdout/{key}").shuffle(order)
+        random.Random(name_bytes(f"{seed}/holdout/{key}")).shuffle(order)
         n_held = min(max(1, round(fraction * len(idx))), len(idx) - 1)
         held.extend(order[:n_held])
         train.extend(order[n_held:])

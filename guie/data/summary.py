@@ -34,15 +34,26 @@ def _tally(data: SourceData) -> dict[str, Any]:
     }
 
 
-def summarize_source(data: SourceData, examples: int = 3) -> dict[str, Any]:
-    """A JSON-ready summary of one loaded source: images, classes, and both per split, per domain and per
-    domain and split (``domain_splits``); skipped rows grouped by reason with a few examples."""
+def skipped_reasons(skipped: list[tuple[str, str]], examples: int = 3) -> dict[str, dict[str, Any]]:
+    """``{reason: {"count": n, "examples": [first paths]}}`` of ``(path, reason)`` pairs, most frequent first."""
     reasons: dict[str, dict[str, Any]] = {}
-    for where, why in data.skipped:
+    for where, why in skipped:
         entry = reasons.setdefault(why, {"count": 0, "examples": []})
         entry["count"] += 1
         if len(entry["examples"]) < examples:
             entry["examples"].append(where)
+    return dict(sorted(reasons.items(), key=lambda kv: -kv[1]["count"]))
+
+
+def format_skipped(skipped: list[tuple[str, str]], examples: int = 2) -> str:
+    """One line of ``(path, reason)`` pairs: ``3 x hidden folder, not read (e.g. a, b); 1 x ...``."""
+    return "; ".join(f"{entry['count']} x {why} (e.g. {', '.join(entry['examples'])})"
+                     for why, entry in skipped_reasons(skipped, examples).items())
+
+
+def summarize_source(data: SourceData, examples: int = 3) -> dict[str, Any]:
+    """A JSON-ready summary of one loaded source: images, classes, and both per split, per domain and per
+    domain and split (``domain_splits``); skipped rows grouped by reason with a few examples."""
     tally = _tally(data)
     return {
         "spec": data.spec,
@@ -53,7 +64,7 @@ def summarize_source(data: SourceData, examples: int = 3) -> dict[str, Any]:
         "domains": tally["domains"],
         "domain_splits": tally["domain_splits"],
         "skipped": len(data.skipped),
-        "skipped_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1]["count"])),
+        "skipped_reasons": skipped_reasons(data.skipped, examples),
     }
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from guie.eval.cv_vs_leaderboard import format_correlation, plot_scatter
 from guie.fileio import atomic_open, atomic_path, write_json, write_text
+from guie.fsnames import escape_undecodable
 
 REPORT_FILES = ("report.json", "report.csv", "report.md", "report.png")
 
@@ -267,6 +268,17 @@ def plot_chart(report: dict[str, Any], path: str | Path) -> None:
         fig.savefig(tmp, format="png")
 
 
+def _shown(value: Any) -> Any:
+    """``value`` with every string as valid text: a name's undecodable bytes as ``\\xNN`` (guie.fsnames)."""
+    if isinstance(value, str):
+        return escape_undecodable(value)
+    if isinstance(value, dict):
+        return {_shown(k): _shown(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_shown(v) for v in value]
+    return value
+
+
 def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     """Write report.json, report.csv, report.md and report.png into ``out_dir`` (with --leaderboard and a
     scored model also leaderboard.png, key "scatter"); returns their paths."""
@@ -274,10 +286,11 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]
     out.mkdir(parents=True, exist_ok=True)
     paths = {name.split(".")[1]: out / name for name in REPORT_FILES}
     board = report.get("leaderboard")
+    write_json(paths["json"], report)  # names exact (see guie.fsnames); the CSV, Markdown and charts show them
+    report = _shown(report)
     if board and any(r["lb"] is not None for r in board["models"]):
         paths["scatter"] = out / "leaderboard.png"
         plot_scatter(report, paths["scatter"])
-    write_json(paths["json"], report)
     write_csv(report, paths["csv"])
     write_text(paths["md"], format_markdown(report))
     plot_chart(report, paths["png"])

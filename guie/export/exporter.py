@@ -1,9 +1,7 @@
 """guie-export: run folder -> verified saved_model.pt, submission.zip and verify.json, all or nothing."""
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -11,12 +9,38 @@ from typing import Any
 
 import torch
 
-from guie.artifacts import SAVED_MODEL, SAVED_PROGRAM, SUBMISSION_ZIP, VERIFY_REPORT
+from guie.artifacts import (
+    EXPORT_STAGING_PREFIX,
+    SAVED_MODEL,
+    SAVED_PROGRAM,
+    SUBMISSION_ZIP,
+    VERIFY_REPORT,
+)
 from guie.errors import GuieError
-from guie.fileio import file_sha256, output_folder, write_json
+from guie.fileio import (
+    check_room,
+    file_sha256,
+    output_folder,
+    staging_folder,
+    write_json,
+    writing_into,
+)
+from guie.fsnames import nearest_text_folder
 from guie.version import __version__
 
 FORMATS = ("torchscript", "program")
+
+
+EXPORT_FULL_FIX = "free space there or pass another --out, then rerun"
+
+
+def export_bytes_needed(module: torch.nn.Module, fmt: str) -> int:
+    """Bytes an export of ``module`` needs free: its weights once for the model file (twice for TorchScript:
+    submission.zip stores a copy), plus 10% and 2 MiB for the graph, the zip records and verify.json."""
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+                for t in module.state_dict().values() if isinstance(t, torch.Tensor)}
+    weights = sum(storages.values())
+    return int(weights * (2 if fmt == "torchscript" else 1) * 1.1) + (2 << 20)
 
 
 def write_submission_zip(model_file: Path, zip_path: Path) -> None:
@@ -94,8 +118,14 @@ def _write_verified(eager: torch.nn.Module, embedder: Any, info: dict[str, Any],
     from guie.export.portable import host_portability, save_portable
     from guie.export.verify import verify_export
 
-    tmp = Path(tempfile.mkdtemp(prefix=".guie-export-", dir=out))
-    try:
+    # torch writes and reloads the file by path, which its C++ takes only as text: a folder named with
+    # undecodable bytes gets its temporary folder in the nearest parent whose name is text.
+    # A folder left by an export that died (killed, or aborted by torch) is removed first.
+    with staging_folder(nearest_text_folder(out), EXPORT_STAGING_PREFIX, log) as tmp, \
+            writing_into(out, EXPORT_FULL_FIX):
+        # torch.jit.save aborts the whole process when the disk fills mid-write: refuse before, in one line
+        files = "the TorchScript file and submission.zip" if fmt == "torchscript" else "the program file"
+        check_room(out, export_bytes_needed(eager, fmt), files, EXPORT_FULL_FIX)
         if fmt == "torchscript":
             name = SAVED_MODEL
             scripted = script(eager)
@@ -118,10 +148,8 @@ def _write_verified(eager: torch.nn.Module, embedder: Any, info: dict[str, Any],
         }
         for produced in (name, SUBMISSION_ZIP):
             if (tmp / produced).exists():
-                os.replace(tmp / produced, out / produced)
+                shutil.move(tmp / produced, out / produced)  # a rename, unless the parent is another file system
         write_json(out / VERIFY_REPORT, report)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     size_mb = report["file_size_bytes"] / 2**20
     speed = report.get("images_per_s")
     log(f"wrote {out / name} ({size_mb:.1f} MiB)" + (f", {out / SUBMISSION_ZIP}" if fmt == "torchscript" else "")

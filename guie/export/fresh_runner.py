@@ -138,7 +138,13 @@ def load_model(torch, path, device):
     if path.endswith(".pt2"):
         model = torch.export.load(path).module()
     else:
-        model = torch.jit.load(path)  # no map_location, as the GUIE host loaded it
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:  # a file name that is not UTF-8 text: torch's C++ takes only text paths
+            with open(path, "rb") as fh:
+                model = torch.jit.load(fh)
+        else:
+            model = torch.jit.load(path)  # no map_location, as the GUIE host loaded it
     return model.cuda() if device == "cuda" else model
 
 

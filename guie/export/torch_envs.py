@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,11 +22,13 @@ from filelock import FileLock
 from packaging.version import InvalidVersion, Version
 
 from guie.errors import GuieError
-from guie.fileio import write_json
+from guie.fileio import OutOfSpace, SpaceProblem, free_bytes, space_problem_in_text, write_json
 from guie.paths import torch_envs_root
 
 HOST_TORCH = "1.11.0"  # the GUIE 2022 host loaded submissions with PyTorch 1.11
 ENV_MARKER = "guie-env.json"
+ENV_FULL_FIX = ("free space there (a torch 2.x environment takes 2-5 GB, and pip unpacks in TMPDIR first), or set "
+                "GUIE_TORCH_ENVS or TMPDIR to a disk with room, then rerun")
 
 
 def canonical_release(version: str) -> str:
@@ -173,6 +176,12 @@ def ensure_env(version: str, python: str | None = None, log: Callable[[str], Non
             res = subprocess.run(step, capture_output=True, text=True)
             if res.returncode != 0:
                 shutil.rmtree(partial, ignore_errors=True)
+                problem = space_problem_in_text(res.stderr + res.stdout)
+                if problem:  # pip unpacks in TMPDIR and installs into the environment: name the fuller disk
+                    tmp = Path(tempfile.gettempdir())
+                    full = partial.parent if (free_bytes(partial.parent) or 0) <= (free_bytes(tmp) or 0) else tmp
+                    raise OutOfSpace(full, SpaceProblem(problem.errno, f"{problem.detail}, pip installing torch "
+                                                                       f"{version}"), ENV_FULL_FIX)
                 last = [line for line in (res.stderr + res.stdout).strip().splitlines()
                         if line.strip() and not line.startswith("WARNING: Location")] or ["no output"]
                 raise GuieError(f"could not install torch {version} for Python {major}.{minor}: {last[-1][:200]}; "

@@ -13,6 +13,13 @@ missing for a run that needs them.
 Bookkeeping is linear: adding a shard reads only its own keys and the journal lines added
 since; opening a cache of N images parses N keys (one per line) and keeps 24 bytes per image
 in memory (two 64-bit key hashes, shard and row), not a dict of key strings.
+
+Processes that share a cache (two guie-train runs, two torchrun jobs) share the work: before
+computing a batch of images a process claims it (:meth:`FeatureCache.claim`, a file in
+``claims/`` written under the folder lock, naming its host and process and touched while it
+computes), and skips what a live process has claimed, waiting for those images instead. A claim
+whose process is gone (same host, pid not alive) or that has not been touched for
+CLAIM_STALE_S seconds is stale, and its images are claimed again.
 """
 from __future__ import annotations
 
@@ -20,6 +27,8 @@ import contextlib
 import hashlib
 import json
 import os
+import socket
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -30,13 +39,19 @@ import numpy as np
 from filelock import FileLock
 from tqdm.auto import tqdm
 
-from guie.fileio import atomic_path, write_text
+from guie.fileio import atomic_path, write_text, writing_into
+from guie.fsnames import ENCODING, ERRORS, name_bytes
 from guie.model.backbone import BackboneSpec
 
 CACHE_FORMAT = "guie-features/1"
 AUGMENT_NAME = "rrc0.5-hflip"
 JOURNAL = "index.jsonl"
 LEGACY_INDEX = "index.json"
+CLAIMS_DIR = "claims"
+CLAIM_STALE_S = 300.0  # a claim untouched this long is stale: its owner touches it after every batch
+CLAIM_TOUCH_S = 10.0  # at most one touch per this many seconds
+CACHE_FULL_FIX = ("free space there or move the feature cache to another disk (--cache-dir or $GUIE_CACHE), then "
+                  "rerun: the shards already written are kept and extraction resumes after them")
 
 
 def image_key(path: str) -> str:
@@ -128,7 +143,7 @@ def _read_keys(path: Path) -> list[str]:
     """A shard's keys: one per line in ``.keys.txt``, or a JSON list in ``.keys.json`` (older caches)."""
     if path.suffix == ".json":
         return json.loads(path.read_text(encoding="utf-8"))
-    text = path.read_bytes().decode("utf-8", "surrogateescape")
+    text = path.read_bytes().decode(ENCODING, ERRORS)
     return text.split("\n") if text else []
 
 
@@ -166,6 +181,43 @@ class FeatureTable:
             sel = shard_ids == s
             out[sel] = arrays[s][self.row_of[index[sel]]]
         return out
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (signal 0: PermissionError means it does)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+@dataclass
+class Claim:
+    """Images this process computes for the cache: positions in the caller's key list, ``busy`` the
+    positions a live process elsewhere has claimed. ``touch`` keeps the claim alive; ``release`` ends it."""
+
+    path: Path | None
+    mine: list[int]
+    busy: list[int]
+    touched: float = 0.0
+
+    def touch(self) -> None:
+        """Mark the claim alive (its file's mtime), at most once per CLAIM_TOUCH_S."""
+        now = time.monotonic()
+        if self.path is not None and now - self.touched >= CLAIM_TOUCH_S:
+            with contextlib.suppress(OSError):
+                os.utime(self.path)
+            self.touched = now
+
+    def release(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+            self.path = None
 
 
 @dataclass
@@ -236,9 +288,10 @@ class FeatureCache:
             write_text(journal, "".join(json.dumps(line) + "\n" for line in lines))
 
     def _append(self, lines: list[dict[str, Any]]) -> None:
-        """Append ``lines`` to the journal under the folder lock, as one write."""
+        """Append ``lines`` to the journal under the folder lock, as one write; a write the disk refuses
+        is undone (the journal cut back to where it ended), so it never keeps a torn line."""
         data = "".join(json.dumps(line) + "\n" for line in lines).encode()
-        with self._locked(), open(self.dir / JOURNAL, "a+b") as fh:
+        with self._locked(), open(self.dir / JOURNAL, "a+b", buffering=0) as fh:  # unbuffered: nothing left to flush
             end = fh.seek(0, os.SEEK_END)
             if end == 0:
                 data = (json.dumps({"identity": self.identity}) + "\n").encode() + data
@@ -246,9 +299,14 @@ class FeatureCache:
                 fh.seek(end - 1)
                 if fh.read(1) != b"\n":  # a writer was killed mid-line: end its torn line first
                     data = b"\n" + data
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[fh.write(view):]
+                os.fsync(fh.fileno())
+            except OSError:
+                fh.truncate(end)
+                raise
 
     def _read_journal(self) -> None:
         """Apply the journal lines added since the last read (all of them on open)."""
@@ -349,24 +407,81 @@ class FeatureCache:
         sizes ``(len(keys), 2)`` (stored int32), each file atomically; then one journal line lists it
         with ``bad`` (key -> reason) and ``meta``. Costs O(len(keys)) plus the lines others added."""
         line: dict[str, Any] = {"meta": meta, "bad": bad}
-        if keys:
-            name = f"shard-{uuid.uuid4().hex[:12]}"
-            keys_file = f"{name}.keys.json" if any("\n" in k for k in keys) else f"{name}.keys.txt"
-            with atomic_path(self.dir / f"{name}.npy") as tmp:
-                with open(tmp, "wb") as fh:
-                    np.save(fh, features.astype(np.float16))
-            with atomic_path(self.dir / f"{name}.sizes.npy") as tmp:
-                with open(tmp, "wb") as fh:
-                    np.save(fh, sizes.astype(np.int32))
-            with atomic_path(self.dir / keys_file) as tmp:
-                if keys_file.endswith(".json"):
-                    tmp.write_text(json.dumps(keys))
-                else:
-                    tmp.write_bytes("\n".join(keys).encode("utf-8", "surrogateescape"))
-            line["shard"] = {"file": f"{name}.npy", "keys": keys_file, "sizes": f"{name}.sizes.npy",
-                             "rows": len(keys)}
-        self._append([line])
+        written: list[Path] = []
+        with writing_into(self.dir, CACHE_FULL_FIX):
+            try:
+                if keys:
+                    name = f"shard-{uuid.uuid4().hex[:12]}"
+                    keys_file = f"{name}.keys.json" if any("\n" in k for k in keys) else f"{name}.keys.txt"
+                    with atomic_path(self.dir / f"{name}.npy") as tmp:
+                        with open(tmp, "wb") as fh:
+                            np.save(fh, features.astype(np.float16))
+                    written.append(self.dir / f"{name}.npy")
+                    with atomic_path(self.dir / f"{name}.sizes.npy") as tmp:
+                        with open(tmp, "wb") as fh:
+                            np.save(fh, sizes.astype(np.int32))
+                    written.append(self.dir / f"{name}.sizes.npy")
+                    with atomic_path(self.dir / keys_file) as tmp:
+                        if keys_file.endswith(".json"):
+                            tmp.write_text(json.dumps(keys))
+                        else:
+                            tmp.write_bytes(name_bytes("\n".join(keys)))
+                    written.append(self.dir / keys_file)
+                    line["shard"] = {"file": f"{name}.npy", "keys": keys_file, "sizes": f"{name}.sizes.npy",
+                                     "rows": len(keys)}
+                self._append([line])
+            except BaseException:
+                for path in written:  # a shard the journal does not list is only dead weight on a full disk
+                    path.unlink(missing_ok=True)
+                raise
         self._read_journal()
+
+    def claim(self, keys: Sequence[str], positions: Sequence[int], hashes: np.ndarray | None = None,
+              need_sizes: bool = False) -> Claim:
+        """Claim, for this process, the images at ``positions`` of ``keys`` that are still missing and that no
+        live process has claimed; report those a live process has. Under the folder lock; stale claims found
+        on the way are removed. ``hashes``: ``key_hashes(keys)`` when the caller has them. O(len(positions))
+        plus the claims in the folder."""
+        positions = list(positions)
+        with self._locked():
+            self._read_journal()
+            sub = hashes[positions] if hashes is not None else None
+            still = self.missing([keys[p] for p in positions], need_sizes=need_sizes, hashes=sub)
+            todo = [positions[i] for i in still]
+            taken = self._live_claims() if todo else set()
+            mine = [p for p in todo if keys[p] not in taken]
+            busy = [p for p in todo if keys[p] in taken]
+            path = None
+            if mine:
+                folder = self.dir / CLAIMS_DIR
+                folder.mkdir(exist_ok=True)
+                path = folder / f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.json"
+                with writing_into(self.dir, CACHE_FULL_FIX), atomic_path(path) as tmp:
+                    tmp.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                               "keys": [keys[p] for p in mine]}))
+        return Claim(path, mine, busy, time.monotonic())
+
+    def _live_claims(self) -> set[str]:
+        """Keys claimed by live processes (see the module docstring); stale claim files are removed."""
+        taken: set[str] = set()
+        folder = self.dir / CLAIMS_DIR
+        if not folder.is_dir():
+            return taken
+        host = socket.gethostname()
+        for path in folder.glob("*.json"):
+            try:
+                age = time.time() - path.stat().st_mtime
+                claim = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue  # removed meanwhile, or being written (atomically, so never half)
+            pid = int(claim.get("pid", -1))
+            # this very process holds no claim while it asks for one: such a file is a leftover of its own
+            dead = claim.get("host") == host and (pid == os.getpid() or not process_alive(pid))
+            if dead or age > CLAIM_STALE_S:
+                path.unlink(missing_ok=True)
+                continue
+            taken.update(claim.get("keys") or [])
+        return taken
 
     def table(self, keys: Sequence[str], hashes: np.ndarray | None = None) -> FeatureTable:
         """The feature rows of ``keys`` (bad images map to shard -1); every key must be present.

@@ -1,12 +1,14 @@
 """Filling the feature cache: the frozen backbone over the images a cache does not hold yet.
 
 :func:`ensure_features` returns per-view feature tables for a record list, running the backbone
-only on missing images (each torchrun rank on its share); :func:`extract_into` runs the backbone
-over a list of images (through :func:`guie.features.forward.forward_images`) and writes the result
-to a cache in shards.
+only on missing images (each torchrun rank on its share, each share claimed block by block so that
+other processes on the same cache never compute the same images: :func:`extract_claimed`);
+:func:`extract_into` runs the backbone over a list of images (through
+:func:`guie.features.forward.forward_images`) and writes the result to a cache in shards.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from guie.distributed import DistContext
 from guie.features.cache import FeatureCache, FeatureTable, image_key, key_hashes
@@ -24,11 +27,14 @@ from guie.model.projection import Projection
 
 def extract_into(cache: FeatureCache, paths: Sequence[str], keys: Sequence[str], backbone: Backbone,
                  view: int, batch_size: int, num_workers: int | None, device: torch.device,
-                 shard_size: int = 4096, desc: str = "features", progress: bool = True) -> int:
+                 shard_size: int = 4096, desc: str = "features", progress: bool = True,
+                 bar: tqdm | None = None, on_batch: Callable[[], None] | None = None) -> int:
     """Run the frozen backbone over ``paths`` (view ``view``, seeded by ``keys``) and add the features to
     ``cache`` in shards of about ``shard_size`` images; returns how many images were unreadable.
 
     ``num_workers`` None: the default decode workers (see :func:`guie.features.forward.forward_images`).
+    ``bar``: a progress bar to advance instead of a new one; ``on_batch`` is called after every batch
+    (a claim's heartbeat).
     """
     meta = {"feature_dim": backbone.feature_dim,
             "preprocess_cfg": {k: list(v) if isinstance(v, tuple) else v for k, v in backbone.preprocess_cfg.items()}}
@@ -46,7 +52,9 @@ def extract_into(cache: FeatureCache, paths: Sequence[str], keys: Sequence[str],
             pending_keys.clear(), pending.clear(), pending_sizes.clear(), pending_bad.clear()
 
     for batch in forward_images(backbone, paths, device, batch_size, num_workers, view=view, keys=keys,
-                                desc=desc if progress else None):
+                                desc=desc if progress else None, bar=bar):
+        if on_batch is not None:
+            on_batch()
         for i in batch.unreadable.tolist():
             pending_bad[keys[i]] = UNREADABLE
         n_bad += len(batch.unreadable)
@@ -58,6 +66,50 @@ def extract_into(cache: FeatureCache, paths: Sequence[str], keys: Sequence[str],
             flush()
     flush()
     return n_bad
+
+
+CLAIM_POLL_S = 1.0  # how often a process waiting for another's images looks again
+
+
+def extract_claimed(cache: FeatureCache, todo: Sequence[int], paths: Sequence[str], keys: Sequence[str],
+                    hashes: np.ndarray, get_backbone: Callable[[], Backbone], view: int, batch_size: int,
+                    num_workers: int | None, device: torch.device, shard_size: int, desc: str, progress: bool,
+                    log: Callable[[str], None], need_sizes: bool = False,
+                    sleep: Callable[[float], None] = time.sleep) -> int:
+    """Compute the images at positions ``todo`` into ``cache``, sharing the work with other processes:
+    each block of ``shard_size`` images is claimed first (FeatureCache.claim), images another live process
+    has claimed are left to it and waited for, and the claims of a process that died are taken over.
+    Returns how many images this process computed (the backbone is loaded only if it computes any)."""
+    pending = list(todo)
+    computed, told = 0, False
+    with tqdm(total=len(pending), desc=desc, unit="img", dynamic_ncols=True, disable=not progress) as bar:
+        while pending:
+            busy: list[int] = []
+            for start in range(0, len(pending), shard_size):
+                block = pending[start:start + shard_size]
+                claim = cache.claim(keys, block, hashes, need_sizes)
+                busy += claim.busy
+                bar.update(len(block) - len(claim.mine) - len(claim.busy))  # done by others meanwhile
+                if not claim.mine:
+                    continue
+                try:
+                    extract_into(cache, [paths[i] for i in claim.mine], [keys[i] for i in claim.mine],
+                                 get_backbone(), view, batch_size, num_workers, device, shard_size, bar=bar,
+                                 on_batch=claim.touch)
+                finally:
+                    claim.release()
+                computed += len(claim.mine)
+            if not busy:
+                break
+            if not told:
+                told = True
+                log(f"waiting for another process that computes {len(busy)} of these images into {cache.dir}")
+            sleep(CLAIM_POLL_S)
+            cache.reload()
+            left = cache.missing([keys[i] for i in busy], need_sizes=need_sizes, hashes=hashes[busy])
+            bar.update(len(busy) - len(left))
+            pending = [busy[i] for i in left]
+    return computed
 
 
 @dataclass
@@ -101,11 +153,10 @@ def ensure_features(paths: Sequence[str], spec: BackboneSpec, num_views: int, ca
             if len(todo) < len(keys):
                 log(f"using cached features for {len(keys) - len(todo)} images, computing {len(todo)} ({label})")
             mine = todo[dist.rank::dist.world]
-            backbone = get_backbone()
-            extract_into(cache, [paths[i] for i in mine], [keys[i] for i in mine], backbone, view,
-                         batch_size, num_workers, device, shard_size, desc=f"features ({label})",
-                         progress=dist.is_main)
-            computed += len(todo)
+            done = extract_claimed(cache, mine, paths, keys, hashes, get_backbone, view, batch_size, num_workers,
+                                   device, shard_size, f"features ({label})", dist.is_main, log,
+                                   need_sizes and view == 0)
+            computed += int(dist.sum([float(done)])[0])
             dist.barrier()
             cache.reload()  # pick up the other ranks' shards
         tables.append(cache.table(keys, hashes))

@@ -8,6 +8,7 @@ supports it, else fp16; full float32 on CPU, so CPU results are exact and repeat
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -65,7 +66,7 @@ class ForwardBatch:
 
 def forward_images(backbone: Backbone, paths: Sequence[str], device: torch.device, batch_size: int = 64,
                    workers: int | None = None, view: int = 0, keys: Sequence[str] | None = None,
-                   desc: str | None = None) -> Iterator[ForwardBatch]:
+                   desc: str | None = None, bar: tqdm | None = None) -> Iterator[ForwardBatch]:
     """Run ``backbone.visual`` over ``paths`` in order, ``batch_size`` images at a time, yielding a
     :class:`ForwardBatch` per batch.
 
@@ -73,13 +74,15 @@ def forward_images(backbone: Backbone, paths: Sequence[str], device: torch.devic
     view ``view`` (see :func:`image_dataset`); the tower runs under ``torch.inference_mode`` and
     :func:`tower_autocast`, neither of which stays active between batches: a caller that computes
     on the features (a projection, say) opens its own ``torch.inference_mode``. ``desc`` shows a
-    tqdm bar counting images. An unreadable image is reported, never raised; a tower that fails
-    on a readable one raises as torch does.
+    tqdm bar counting images (``bar``: an open bar to advance instead, e.g. one over several calls).
+    An unreadable image is reported, never raised; a tower that fails on a readable one raises as
+    torch does.
     """
     dataset = image_dataset(backbone, paths, view, keys)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=decode_workers(workers), shuffle=False,
                         pin_memory=device.type == "cuda", persistent_workers=False)
-    with tqdm(total=len(dataset), desc=desc, unit="img", dynamic_ncols=True, disable=desc is None) as bar:
+    with contextlib.nullcontext(bar) if bar is not None else \
+            tqdm(total=len(dataset), desc=desc, unit="img", dynamic_ncols=True, disable=desc is None) as bar:
         for pixels, pos, ok, sizes in loader:
             ok = ok.bool()
             features = torch.zeros((0, backbone.feature_dim), dtype=torch.float32, device=device)

@@ -8,7 +8,6 @@ not at all. Nothing from the environment (credentials included) is ever written 
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +20,20 @@ from guie.artifacts import (
     KERNEL_DIR,
     KERNEL_METADATA,
     MODEL_CARD,
+    PACKAGE_STAGING_PREFIX,
     SAVED_MODEL,
     VERIFY_REPORT,
 )
 from guie.errors import GuieError
 from guie.export.file_facts import file_facts
-from guie.fileio import file_sha256, output_folder, write_json, write_text
+from guie.fileio import (
+    file_sha256,
+    output_folder,
+    staging_folder,
+    write_json,
+    write_text,
+    writing_into,
+)
 from guie.ship.kaggle_ids import (
     GUIE_COMPETITION,
     KaggleRef,
@@ -254,9 +261,12 @@ def build_package(source: str | Path, spec: PackageSpec, build: str | Path,
         return _build_package(source, spec, build, log)
 
 
+PACKAGE_FULL_FIX = "free space there or pass another --out, then rerun (an earlier package there is kept as it was)"
+
+
 def _build_package(source: str | Path, spec: PackageSpec, build: Path, log: Callable[[str], None]) -> PackageResult:
-    staging = Path(tempfile.mkdtemp(prefix=".guie-package-", dir=build))
-    try:
+    # A staging folder left by a package that died is removed first; a full disk is one line naming BUILD.
+    with staging_folder(build, PACKAGE_STAGING_PREFIX, log) as staging, writing_into(build, PACKAGE_FULL_FIX):
         model = resolve_source(source, staging, log)
         check_model_file(model, log, shipped=build / DATASET_DIR / SAVED_MODEL)
         dataset_dir, kernel_dir = staging / DATASET_DIR, staging / KERNEL_DIR
@@ -275,8 +285,6 @@ def _build_package(source: str | Path, spec: PackageSpec, build: Path, log: Call
         trash.mkdir()
         for name in names:
             _swap_in(staging / name, build / name, trash)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     model.model_path = build / DATASET_DIR / SAVED_MODEL  # the staged original is gone
     log(f"dataset folder: {build / DATASET_DIR} ({spec.dataset}, {model.kind} {model.origin}, "
         f"{size / 1e6:.1f} MB)")

@@ -12,7 +12,9 @@ rules, from kaggle 2.x ``kaggle/api/kaggle_api_extended.py``:
   ``enable_gpu``/``enable_tpu`` false, ``enable_internet`` **true**.
 - Source lists: JSON lists of strings. A string is refused (the client walks it character by
   character, so ``"owner/slug"`` fails as ``"o"``); ``null`` is refused except for
-  ``competition_sources`` (the request then carries none). Dataset sources are ``owner/slug``
+  ``competition_sources`` (the request then carries none). ``competition_sources`` entries go to
+  the server unchecked, as ``SLUG`` or as ``c/SLUG``, the form Kaggle's server returns and
+  ``kaggle kernels pull -m`` writes; both name competition SLUG (:meth:`KernelMetadata.attaches_competition`). Dataset sources are ``owner/slug``
   or ``owner/slug/version`` (``validate_dataset_string``); kernel sources ``owner/slug[/version]``
   with a slug of at least 5 characters (``validate_kernel_string``); model sources
   ``owner/model/framework/instance/version`` (``validate_model_instance_version_string``).
@@ -41,9 +43,9 @@ from slugify import slugify
 from guie.artifacts import (
     DATASET_DIR,
     DATASET_METADATA,
+    DATASET_METADATA_NAMES,
     KERNEL_DIR,
     KERNEL_METADATA,
-    OLD_DATASET_METADATA,
 )
 from guie.errors import GuieError
 from guie.ship.kaggle_ids import (
@@ -90,6 +92,25 @@ class KernelMetadata:
         """Whether ``dataset_sources`` attaches ``dataset`` (any version of it)."""
         wanted = [dataset.owner.lower(), dataset.slug.lower()]
         return any(s.lower().split("/")[:2] == wanted for s in self.dataset_sources)
+
+    @property
+    def competitions(self) -> list[str]:
+        """The competition slugs ``competition_sources`` attaches: ``c/SLUG`` and ``SLUG`` both name SLUG."""
+        return [competition_slug(s) for s in self.competition_sources]
+
+    def attaches_competition(self, slug: str) -> bool:
+        """Whether ``competition_sources`` attaches competition ``slug`` (as ``slug`` or ``c/slug``)."""
+        return slug.lower() in (c.lower() for c in self.competitions)
+
+
+COMPETITION_PREFIX = "c/"  # how Kaggle's server (and so ``kaggle kernels pull -m``) writes a competition source
+
+
+def competition_slug(source: str) -> str:
+    """The competition a ``competition_sources`` entry names: ``c/google-universal-image-embedding`` and
+    ``google-universal-image-embedding`` both give ``google-universal-image-embedding``."""
+    source = source.strip()
+    return source[len(COMPETITION_PREFIX):] if source.lower().startswith(COMPETITION_PREFIX) else source
 
 
 @dataclass(frozen=True)
@@ -253,7 +274,7 @@ def read_kernel_metadata(folder: Path) -> KernelMetadata:
 
 def dataset_metadata_path(folder: Path) -> Path:
     """dataset-metadata.json, else the older datapackage.json, as the client looks for them."""
-    for name in (DATASET_METADATA, OLD_DATASET_METADATA):
+    for name in DATASET_METADATA_NAMES:
         if (folder / name).is_file():
             return folder / name
     raise GuieError(f"{str(folder / DATASET_METADATA)!r} is missing; build the folders with guie-package first")

@@ -51,6 +51,7 @@ from guie.ship.upload import (
     CREDENTIALS_HELP,
     build_digest,
     call_kaggle,
+    check_kaggle,
     find_credentials,
     kaggle_client,
     one_line,
@@ -311,12 +312,12 @@ def submit_build(build: str | Path, *, competition: str = GUIE_COMPETITION, mess
     competition = check_competition(competition)
     folders = read_build(build)
     kernel = _kernel_ref(folders)
-    if competition not in folders.kernel.competition_sources:
+    if not folders.kernel.attaches_competition(competition):
         raise GuieError(f"the notebook {kernel} does not attach the competition {competition} (its "
                         f"competition_sources: {folders.kernel.competition_sources}); rebuild with guie-package "
                         f"--competition {competition}")
-    if find_credentials() is None:  # before any work or request
-        raise GuieError(CREDENTIALS_HELP)
+    check_kaggle(f"nothing was uploaded or submitted; rerun guie-submit {build} once Kaggle answers "
+                 f"(guie-smoke {build} checks the package offline meanwhile)", log)  # before any work or request
     waiter = Waiter(wait, poll, clock, sleep)
     model_sha256 = model_digest(folders)
     record_path = leaderboard_path(build, model_sha256)
@@ -364,8 +365,8 @@ def refresh_build(build: str | Path, *, competition: str | None = None, wait: fl
     if not pending:
         log(f"no pending submission in {record_path}")
         return []
-    if find_credentials() is None:
-        raise GuieError(CREDENTIALS_HELP)
+    check_kaggle(f"the pending lines stay in {record_path}; rerun guie-submit --refresh {build} once Kaggle answers",
+                 log)
     api = _signed_in(log)
     waiter = Waiter(wait, poll, clock, sleep)
     done = [wait_for_score(api, r.get("competition") or GUIE_COMPETITION, record_path, r["submission_ref"], waiter,

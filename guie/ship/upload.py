@@ -5,6 +5,7 @@ find some (never their values). The client is imported lazily, with credentials 
 importing any part of the ``kaggle`` package authenticates at import time (2.x prints help or
 raises SystemExit without credentials, 1.x raises OSError).
 
+:func:`check_kaggle` runs before any work: credentials, and the API answering within a bounded wait.
 Steps: the dataset is created, or given a new version when it exists (the dataset folder holds
 only files; ``dir_mode="zip"`` would keep a sub-folder rather than silently drop it); the client
 answers many failures in ``.error``/``.status`` instead of raising, and both are checked. Then the
@@ -24,6 +25,7 @@ from typing import Any
 from guie.artifacts import DATASET_DIR, KERNEL_DIR, UPLOAD_RECORD, read_report
 from guie.errors import GuieError
 from guie.fileio import file_sha256, write_json
+from guie.services import check_service
 from guie.ship.kaggle_ids import KaggleRef
 from guie.ship.metadata import Build, read_build
 
@@ -69,6 +71,30 @@ def find_credentials(env: Mapping[str, str] | None = None) -> str | None:
     if (home / "credentials.json").is_file():
         return f"{home / 'credentials.json'} (kaggle auth login)"
     return None
+
+
+def kaggle_endpoint() -> str:
+    """The API server the kaggle client will call: kagglesdk's endpoint for ``KAGGLE_API_ENVIRONMENT``
+    (``https://api.kaggle.com`` unless set), read without importing the ``kaggle`` package."""
+    try:
+        from kagglesdk.kaggle_env import get_endpoint, get_env
+    except ImportError:
+        return "https://api.kaggle.com"
+    try:
+        return get_endpoint(get_env())
+    except Exception as exc:  # noqa: BLE001 - kagglesdk raises a bare Exception for an unknown environment
+        raise GuieError(f"the kaggle client refuses KAGGLE_API_ENVIRONMENT: {one_line(exc)}; unset it") from None
+
+
+def check_kaggle(offline: str, log: Callable[[str], None]) -> str:
+    """Before any work: the kaggle client's credentials (where they are, never what) and its API server
+    answering within guie.services' bounded wait. Returns the credentials' source; raises GuieError in one
+    line naming what is missing and ``offline``, what to do without Kaggle."""
+    source = find_credentials()
+    if source is None:
+        raise GuieError(CREDENTIALS_HELP)
+    check_service("the Kaggle API", kaggle_endpoint(), offline, log)
+    return source
 
 
 def one_line(text: object) -> str:

@@ -26,6 +26,7 @@ from guie.config import TrainConfig
 from guie.data import load_source
 from guie.data.records import Record, unique_name
 from guie.data.sampling import SampleReport, holdout_split, sample_classes
+from guie.data.summary import format_skipped, skipped_reasons
 from guie.distributed import DistContext, init_distributed, shutdown
 from guie.errors import GuieError
 from guie.features.cache import FeatureTable
@@ -35,7 +36,7 @@ from guie.features.extract import (
     ensure_features,
     project_features,
 )
-from guie.fileio import write_json
+from guie.fileio import write_json, writing_into
 from guie.model.backbone import (
     Backbone,
     BackboneSpec,
@@ -53,8 +54,11 @@ from guie.train.checkpoint import load_checkpoint
 from guie.train.loop import LoopSettings, TrainOutcome, train_head
 from guie.train.run_folder import check_run_dir
 from guie.train.stage2 import Stage2Settings, embed_through_finetuned_tower, fine_tune
-from guie.train.tracking import Tracker, start_tracking
+from guie.train.tracking import Tracker, check_tracking, start_tracking
 from guie.version import __version__
+
+RUN_FULL_FIX = ("free space there, then rerun the same command (add --resume once checkpoint.pt exists: training "
+                "continues from its last epoch), or pass another --out")
 
 
 @dataclass
@@ -106,9 +110,11 @@ def load_records(specs: list[str], log: Callable[[str], None]) -> tuple[list[Rec
         classes = len({r.class_key for r in recs})
         log(f"data {spec}: {len(recs)} images, {classes} classes, {len(source.skipped)} skipped"
             + (f" ({', '.join(f'{n} {s}' for s, n in sorted(not_train.items()))} images not used for training)"
-               if not_train else ""))
+               if not_train else "")
+            + (f"; skipped: {format_skipped(source.skipped)}" if source.skipped else ""))
         report.append({"spec": spec, "domain": domain, "images": len(recs), "classes": classes,
-                       "skipped": len(source.skipped), "skipped_examples": source.skipped[:20]})
+                       "skipped": len(source.skipped), "skipped_examples": source.skipped[:20],
+                       "skipped_reasons": {why: entry["count"] for why, entry in skipped_reasons(source.skipped).items()}})
     return records, report
 
 
@@ -174,7 +180,9 @@ def run_training(cfg: TrainConfig, resume: bool = False, overwrite: bool = False
                         "through guie-train (guie.workflows.train_eval.train_and_evaluate), or pass --eval holdout")
     dist = init_distributed()
     try:
-        return _run(cfg, resume, overwrite, log if dist.is_main else (lambda _: None), backbone_loader, dist, task_eval)
+        with writing_into(cfg.out, RUN_FULL_FIX):
+            return _run(cfg, resume, overwrite, log if dist.is_main else (lambda _: None), backbone_loader, dist,
+                        task_eval)
     finally:
         shutdown(dist)
 
@@ -185,6 +193,7 @@ def _run(cfg: TrainConfig, resume: bool, overwrite: bool, log: Callable[[str], N
     """The stages in order; each is a function below, in the same order."""
     started = time.perf_counter()
     spec, device = check_recipe(cfg, dist)
+    check_tracking(cfg.wandb if dist.is_main else "off", log)  # W&B online: a key and an answer, before any work
     resolved = resolved_config(cfg, spec, dist)
     # Inputs first, outputs after: a run that fails on its data leaves no folder behind.
     action = check_run_dir(cfg.out, resume, overwrite)
@@ -196,7 +205,7 @@ def _run(cfg: TrainConfig, resume: bool, overwrite: bool, log: Callable[[str], N
     check_bad_images(records, feats, source_report, sampled, cfg, run_dir, log, dist)
     split = split_training_data(records, feats, cfg, log)
     projection, head, domain_head, stats = build_head_model(feats, split, cfg, log)
-    tracker = start_tracking(cfg.wandb if dist.is_main else "off", run_dir, resolved, cfg.wandb_project)
+    tracker = start_tracking(cfg.wandb if dist.is_main else "off", run_dir, resolved, cfg.wandb_project, log)
     try:
         outcome = train_heads(feats, split, projection, head, domain_head, cfg, run_dir, action, device, tracker,
                               log, dist)

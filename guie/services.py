@@ -1,0 +1,68 @@
+"""Is an external service there? One bounded check, made before any work that needs it.
+
+W&B (``--wandb online``, guie.train.tracking) and the Kaggle API (``guie-package --upload``,
+``guie-submit``, guie.ship.upload) are checked with :func:`reach` before the command does anything
+else: one progress line, then an answer within ``SERVICE_TIMEOUT_S`` seconds (DNS included: the
+request runs in a daemon thread, so a resolver that hangs cannot hold the command), and on failure
+one line naming the service, what is missing and the offline alternative.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+from guie.errors import GuieError
+
+
+def service_timeout() -> float:
+    """Seconds a service check waits: ``$GUIE_SERVICE_TIMEOUT``, default 10."""
+    raw = os.environ.get("GUIE_SERVICE_TIMEOUT", "10")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise GuieError(f"GUIE_SERVICE_TIMEOUT={raw!r} is not a number of seconds; set it to e.g. 10") from None
+    if value <= 0:
+        raise GuieError(f"GUIE_SERVICE_TIMEOUT={raw!r} must be above 0 seconds")
+    return value
+
+
+def _probe(url: str, timeout: float, answer: list[str | None]) -> None:
+    request = urllib.request.Request(url, method="GET", headers={"User-Agent": "guie-service-check"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            pass
+        answer.append(None)
+    except urllib.error.HTTPError:
+        answer.append(None)  # the server answered (401, 404, 501 ...): it is there
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        answer.append(f"{type(reason).__name__}: {reason}" if isinstance(reason, BaseException) else str(reason))
+    except (OSError, ValueError) as exc:  # a timeout mid-answer, a malformed URL
+        answer.append(f"{type(exc).__name__}: {exc}")
+
+
+def reach(url: str, timeout: float | None = None) -> str | None:
+    """None when the server at ``url`` answers HTTP within ``timeout`` seconds (default
+    :func:`service_timeout`), else why not in a few words ("no answer within 10 s", "ConnectionRefusedError:
+    ..."). Any HTTP status counts as an answer; proxies are taken from the environment as urllib does."""
+    timeout = service_timeout() if timeout is None else timeout
+    answer: list[str | None] = []
+    thread = threading.Thread(target=_probe, args=(url, timeout, answer), daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    if not answer:
+        return f"no answer within {timeout:g} s"
+    return answer[0] if answer[0] is None else " ".join(answer[0].split())[:200]
+
+
+def check_service(name: str, url: str, offline: str, log: Callable[[str], None]) -> None:
+    """Log that ``name`` at ``url`` is being checked, then raise GuieError "NAME at URL did not answer
+    (WHY); OFFLINE" when it does not answer within the bounded wait."""
+    timeout = service_timeout()
+    log(f"checking {name} at {url} (at most {timeout:g} s)")
+    problem = reach(url, timeout)
+    if problem is not None:
+        raise GuieError(f"{name} at {url} did not answer ({problem}); {offline}")
