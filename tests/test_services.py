@@ -180,10 +180,12 @@ def test_wandb_failing_during_the_run_never_costs_it(tmp_path, digits_dir, monke
 
 
 @pytest.mark.slow
-def test_wandb_that_answers_but_cannot_start_the_run_falls_back_to_offline(tmp_path, cli, digits_dir):
+def test_wandb_that_answers_but_cannot_start_the_run_falls_back_to_offline(tmp_path, cli_process, digits_dir):
+    # a fresh process: W&B's service and settings are process-wide, and an earlier run in this one would
+    # answer for it. WANDB_MODE exported empty (wandb itself refuses that value) counts as unset.
     out = tmp_path / "run"
     with Answering(500) as server:
-        res = cli("train", "--data", f"imagefolder:{digits_dir}", *TINY, "--wandb", "online", "--out", str(out),
+        res = cli_process("train", "--data", f"imagefolder:{digits_dir}", *TINY, "--wandb", "online", "--out", str(out),
                   env={"HOME": str(tmp_path / "home"), "WANDB_MODE": "", "WANDB_API_KEY": KEY,
                        "WANDB_BASE_URL": server.url, "GUIE_SERVICE_TIMEOUT": "1"})
     assert res.returncode == 0, res.stderr[-3000:]

@@ -110,6 +110,9 @@ class WandbTracker(Tracker):
                  log: Callable[[str], None] = print):
         if mode == "offline":
             os.environ["WANDB_MODE"] = "offline"
+        elif os.environ.get("WANDB_MODE", "x").strip() == "":
+            # an exported but empty WANDB_MODE fails wandb's settings validation; empty means unset
+            os.environ.pop("WANDB_MODE")
         import wandb  # imported only when asked for: it is slow to import
 
         self.run_dir, self.log_line, self.failed, self.run = run_dir, log, False, None
