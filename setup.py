@@ -26,7 +26,9 @@ setup(
     packages=find_packages(include=["guie", "guie.*"]),
     package_data={"guie.model": ["model_configs/*.json"], "guie.export": ["ops/*.txt"]},
     install_requires=TORCH + [
-        "open_clip_torch>=2.24",
+        "open_clip_torch>=3.0",  # hf-hub: and local-dir: schemas
+        "timm>=1.0",  # timm: backbones (set_input_size, pretrained configs on the Hugging Face hub)
+        "huggingface_hub>=0.23",  # the hub check and cache (guie.model.hub)
         "faiss-cpu>=1.7.4",
         "numpy>=1.24",
         "pillow>=9.0",

@@ -14,6 +14,7 @@ import torch
 from guie.artifacts import SAVED_MODEL, SAVED_PROGRAM, SUBMISSION_ZIP, VERIFY_REPORT
 from guie.errors import GuieError
 from guie.fileio import file_sha256, output_folder, write_json
+from guie.model.backbone_names import describe_backbone
 from guie.version import __version__
 
 FORMATS = ("torchscript", "program")
@@ -54,7 +55,7 @@ def export_run(model: str | Path, out_dir: str | Path, *, fp16: bool = False, fm
     eager, embedder, info = build_submission_module(model, fp16, chunk if fmt == "torchscript" else 0, tta)
     out = Path(out_dir)  # made only once the model has loaded: a wrong RUN leaves no empty folder behind
     extras = (["TTA " + info["tta"]] if info["tta"] != "none" else []) + (["size features"] if info["size_features"] else [])
-    log(f"exporting {info['backbone']['name']} ({info['backbone']['pretrained']}) + projection to "
+    log(f"exporting {describe_backbone(info['backbone'])} + projection to "
         f"{info['dim']}-D as {fmt}{' (fp16 weights)' if fp16 else ''}{' with ' + ' and '.join(extras) if extras else ''}")
     return write_verified(eager, embedder, info, out, fmt, str(Path(model).resolve()), log, measure_speed,
                           check_torch=versions)
