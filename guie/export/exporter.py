@@ -92,7 +92,7 @@ def _write_verified(eager: torch.nn.Module, embedder: Any, info: dict[str, Any],
                     reference: Callable[[torch.Tensor], torch.Tensor] | None,
                     check_torch: list[str] | None) -> dict[str, Any]:
     from guie.export.build import export_program, script
-    from guie.export.portable import host_portability, save_portable
+    from guie.export.portable import host_portability, minimum_torch, save_portable
     from guie.export.verify import verify_export
 
     tmp = Path(tempfile.mkdtemp(prefix=".guie-export-", dir=out))
@@ -100,9 +100,13 @@ def _write_verified(eager: torch.nn.Module, embedder: Any, info: dict[str, Any],
         if fmt == "torchscript":
             name = SAVED_MODEL
             scripted = script(eager)
-            portability = host_portability(scripted, save_portable(scripted, tmp / name))
+            version = save_portable(scripted, tmp / name)
+            portability = host_portability(scripted, version)
             if not portability["loads_in_1_11"]:
-                log(f"warning: this file will not load in PyTorch 1.11 (the GUIE host): {portability['reason']}")
+                backbone = describe_backbone(info["backbone"]) if "backbone" in info else "this model"
+                raise GuieError(f"{backbone} cannot be made portable to PyTorch 1.11 (the GUIE host): "
+                                f"{portability['reason']}; its file needs {minimum_torch(scripted, version)}; "
+                                "choose another --backbone")
         else:
             name = SAVED_PROGRAM
             export_program(eager, tmp / name)
