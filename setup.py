@@ -28,9 +28,9 @@ setup(
     # Every third-party package guie/ imports (tests/test_dependencies.py checks it), each with the floor
     # the code needs.
     install_requires=TORCH + [
-        "open_clip_torch>=2.24",
-        # tower families by timm module: timm.models.get_arch_name and timm.models._registry (0.9 on)
-        "timm>=0.9",
+        "open_clip_torch>=3.0",  # hf-hub: and local-dir: schemas
+        "timm>=1.0",  # timm: backbones (set_input_size, pretrained configs on the Hugging Face hub)
+        "huggingface_hub>=0.23",  # the hub check and cache (guie.model.hub)
         "faiss-cpu>=1.7.4",
         "numpy>=1.24",
         "pillow>=9.0",

@@ -13,7 +13,8 @@ import torch
 
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--backbone", default="guie-tiny", help="open_clip model, random init (e.g. ViT-B-32)")
+    p.add_argument("--backbone", default="guie-tiny", help="open_clip model or timm:NAME, random init (e.g. ViT-B-32, "
+                                                          "timm:vit_small_patch14_reg4_dinov2)")
     p.add_argument("--images", type=int, default=600, help="images in the benchmark set (digits, real)")
     p.add_argument("--epochs", type=int, default=3, help="training epochs, where a benchmark trains")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")

@@ -20,11 +20,13 @@ def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--size", type=int, default=224, help="input images are SIZE x SIZE uint8")
+    p.add_argument("--image-size", type=int, default=None, help="run the tower at this size (guie-train --image-size)")
     args = p.parse_args()
     root = setup(args)
     work = root.parent
     run_training(TrainConfig(data=[f"imagefolder:{root}"], out=str(work / "run"), backbone=args.backbone,
-                             pretrained="none", epochs=1, classes=10).validate(), log=lambda _: None)
+                             pretrained="none", image_size=args.image_size, epochs=1, classes=10).validate(),
+                 log=lambda _: None)
     export_run(work / "run", work / "export", measure_speed=False, log=lambda _: None)
     exported = torch.jit.load(str(work / "export" / "saved_model.pt"))
     eager, _, _ = build_submission_module(work / "run")
@@ -42,7 +44,8 @@ def main() -> None:
     best = interleaved({"exported": run(exported), "eager": run(eager)}, args.repeat)
     t_exported, t_eager = best["exported"], best["eager"]
     n = 5 * args.batch
-    print(f"machine: {machine()}; backbone {args.backbone}; batch {args.batch} of {args.size}x{args.size} uint8")
+    print(f"machine: {machine()}; backbone {args.backbone}"
+          + (f" at {args.image_size} px" if args.image_size else "") + f"; batch {args.batch} of {args.size}x{args.size} uint8")
     print(f"exported: {n / t_exported:.0f} img/s; eager: {n / t_eager:.0f} img/s")
     shutil.rmtree(work, ignore_errors=True)
     ratio("exported_vs_eager", t_eager / t_exported)

@@ -44,9 +44,15 @@ class TrainConfig:
     data: list[str] = opt([], "data source PREFIX:PATH, repeatable; each source is a domain "
                               "(imagefolder:DIR, csv:FILE, demo:digits, ...)", multiple=True)
     out: str | None = opt(None, "run folder to write (config, model.pt, metrics, eval)")
-    backbone: str = opt("ViT-H-14", "open_clip model name (guie-tiny: the tiny offline test model)")
-    pretrained: str = opt("laion2b_s32b_b79k", "open_clip pretrained tag, a local weights file "
-                                               "(.bin/.pt/.safetensors), or 'none' (random init)")
+    backbone: str = opt("ViT-H-14", "open_clip model name (guie-tiny: the tiny offline test model), "
+                                    "hf-hub:ORG/REPO or local-dir:PATH (open_clip's schemas), or timm:NAME[.TAG] "
+                                    "(a timm image model, e.g. timm:vit_base_patch14_dinov2.lvd142m)")
+    pretrained: str | None = opt(None, "pretrained tag (open_clip's, or timm's for timm:), a local weights file "
+                                       "(.bin/.pt/.safetensors), or 'none' (random init); default: laion2b_s32b_b79k "
+                                       "for an open_clip name, the tag in timm:NAME.TAG or timm's default; not taken "
+                                       "by hf-hub: and local-dir:, which bring their weights")
+    image_size: int | None = opt(None, "run the frozen tower at this many pixels a side instead of its config's "
+                                       "(position embedding resampled once at load); part of the feature-cache key")
     classes: int | None = opt(None, "keep this many classes, most images first (seeded tie-break); all if unset. "
                                     "Several, comma-separated (1000,2000,4000), run a sweep: one run folder per "
                                     "count under --out, one feature cache, one comparison report", cli_type="str")
@@ -104,6 +110,7 @@ class TrainConfig:
             (self.min_per_class >= 1, "--min-per-class must be at least 1"),
             (self.max_per_class is None or self.max_per_class >= self.min_per_class,
              "--max-per-class must be at least --min-per-class"),
+            (self.image_size is None or 1 <= self.image_size <= 4096, "--image-size must be 1 to 4096 pixels"),
             (self.dim >= 1, "--dim must be at least 1"),
             (self.head in HEAD_CHOICES, f"--head must be one of {', '.join(HEAD_CHOICES)}"),
             (self.scale > 0, "--scale must be positive"),

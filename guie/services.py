@@ -13,8 +13,11 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 from guie.errors import GuieError
+
+T = TypeVar("T")
 
 
 def service_timeout() -> float:
@@ -29,19 +32,41 @@ def service_timeout() -> float:
     return value
 
 
-def _probe(url: str, timeout: float, answer: list[str | None]) -> None:
+def call_within(call: Callable[[], T], timeout: float, name: str = "guie-service-check") -> T:
+    """``call()`` in a daemon thread given ``timeout`` seconds: its result, or what it raised, or
+    TimeoutError("no answer within T s") when it has not returned in time (a DNS or proxy hang is bounded
+    too; the thread is left to die with the process). The one bounded wait of every service check."""
+    answer: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            answer["value"] = call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, which names it
+            answer["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True, name=name)
+    thread.start()
+    thread.join(timeout)
+    if "value" in answer:
+        return answer["value"]
+    if "error" in answer:
+        raise answer["error"]
+    raise TimeoutError(f"no answer within {timeout:g} s")
+
+
+def _probe(url: str, timeout: float) -> str | None:
     request = urllib.request.Request(url, method="GET", headers={"User-Agent": "guie-service-check"})
     try:
         with urllib.request.urlopen(request, timeout=timeout):
             pass
-        answer.append(None)
+        return None
     except urllib.error.HTTPError:
-        answer.append(None)  # the server answered (401, 404, 501 ...): it is there
+        return None  # the server answered (401, 404, 501 ...): it is there
     except urllib.error.URLError as exc:
         reason = exc.reason
-        answer.append(f"{type(reason).__name__}: {reason}" if isinstance(reason, BaseException) else str(reason))
+        return f"{type(reason).__name__}: {reason}" if isinstance(reason, BaseException) else str(reason)
     except (OSError, ValueError) as exc:  # a timeout mid-answer, a malformed URL
-        answer.append(f"{type(exc).__name__}: {exc}")
+        return f"{type(exc).__name__}: {exc}"
 
 
 def reach(url: str, timeout: float | None = None) -> str | None:
@@ -49,13 +74,11 @@ def reach(url: str, timeout: float | None = None) -> str | None:
     :func:`service_timeout`), else why not in a few words ("no answer within 10 s", "ConnectionRefusedError:
     ..."). Any HTTP status counts as an answer; proxies are taken from the environment as urllib does."""
     timeout = service_timeout() if timeout is None else timeout
-    answer: list[str | None] = []
-    thread = threading.Thread(target=_probe, args=(url, timeout, answer), daemon=True)
-    thread.start()
-    thread.join(timeout + 0.5)
-    if not answer:
+    try:
+        problem = call_within(lambda: _probe(url, timeout), timeout + 0.5)
+    except TimeoutError:
         return f"no answer within {timeout:g} s"
-    return answer[0] if answer[0] is None else " ".join(answer[0].split())[:200]
+    return problem if problem is None else " ".join(problem.split())[:200]
 
 
 def check_service(name: str, url: str, offline: str, log: Callable[[str], None]) -> None:

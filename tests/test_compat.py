@@ -35,11 +35,14 @@ from guie.export.portable import (
 )
 from guie.export.submission_module import EmbeddingCore, SubmissionModule
 from guie.export.torch_envs import ensure_env, find_python, resolve_versions, supported_pythons
-from guie.model.backbone import BackboneSpec, load_backbone, tower_family
+from guie.model.backbone import BackboneSpec, load_backbone, resize_before_crop, tower_family
 from guie.model.projection import Projection
+from guie.model.timm_backbone import timm_configs
 
 COMPAT_RELEASES = ["1.11.0", "2.0.1"]
 FAMILY_CONFIGS = sorted(n for n in open_clip.list_models() if n.startswith("guie-tiny"))
+# timm models used directly (timm:NAME), shrunken: DINOv2-style ViT (register tokens, LayerScale), ConvNeXt, EVA
+TIMM_FAMILY_CONFIGS = sorted(f"timm:{n}" for n in timm_configs() if n.startswith("timm-tiny"))
 
 
 @pytest.fixture(scope="session")
@@ -309,14 +312,16 @@ def test_compat_bad_input_is_one_line(tmp_path, cli):
         assert res.stderr.strip().splitlines()[-1].startswith(message), res.stderr
 
 
-def submission_for(name):
+def submission_for(name, image_size=None):
     """A SubmissionModule around the random-init tower ``name`` and a random projection (no training)."""
-    backbone = load_backbone(BackboneSpec(name))
+    backbone = load_backbone(BackboneSpec.resolve(name, "none" if name.startswith(("timm:", "guie-")) else None,
+                                                  image_size))
     torch.manual_seed(0)
     projection = Projection(backbone.feature_dim, 64).eval()
     cfg = backbone.preprocess_cfg
     return SubmissionModule(EmbeddingCore(backbone.visual, projection), backbone.image_size[0], list(cfg["mean"]),
-                            list(cfg["std"]), cfg["resize_mode"], 8, interpolation=cfg["interpolation"]).eval()
+                            list(cfg["std"]), cfg["resize_mode"], 8, interpolation=cfg["interpolation"],
+                            resize=resize_before_crop(cfg)).eval()
 
 
 def test_every_tower_family_in_open_clip_has_a_shrunken_config():
@@ -342,6 +347,88 @@ def test_tower_family_loads_in_old_torch(name, tmp_path, torch_envs):
     # trained exports below and on the demo export above
     (row,) = run_matrix(path, ["1.11.0"], log=lambda _: None)
     assert row.passed, (row.error, row.max_abs_diff)
+
+
+@pytest.fixture
+def schema_backbone(tmp_path, monkeypatch):
+    """``local-dir:`` / ``hf-hub:`` names of guie-tiny with random weights (the hub one from a prepared
+    offline Hugging Face cache)."""
+    from backbone_folders import write_hub_cache, write_local_dir
+
+    def make(kind):
+        folder = write_local_dir(tmp_path / "guie-tiny-folder")
+        if kind == "local-dir":
+            return f"local-dir:{folder}"
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        write_hub_cache(tmp_path / "hf", "guie-test/guie-tiny", folder)
+        return "hf-hub:guie-test/guie-tiny"
+
+    return make
+
+
+@pytest.mark.parametrize("name, image_size", [(n, None) for n in TIMM_FAMILY_CONFIGS]
+                         + [("timm:timm-tiny-dinov2", 70), ("local-dir", None), ("hf-hub", None)])
+def test_new_backbone_kinds_load_in_old_torch(name, image_size, tmp_path, torch_envs, schema_backbone):
+    """timm towers used directly (their own attention, LayerScale, register tokens, rotary embeddings, pooling
+    heads), at another size too, and the open_clip schemas go through the same portable rewrite."""
+    if name in ("local-dir", "hf-hub"):
+        name = schema_backbone(name)
+    module = submission_for(name, image_size)
+    scripted = script_portable(module)
+    path = tmp_path / "saved_model.pt"
+    version = save_portable(scripted, path)
+    assert host_portability(scripted, version) == {"loads_in_1_11": True, "reason": None}
+    x = host_cases()[1]
+    with torch.no_grad():
+        assert (scripted(x) - module(x)).abs().max() <= MATCH_LIMIT
+    (row,) = run_matrix(path, ["1.11.0"], log=lambda _: None)
+    assert row.passed, (row.error, row.max_abs_diff)
+
+
+def test_a_tower_that_cannot_be_made_portable_is_refused_at_export(trained_run, tmp_path, monkeypatch):
+    """Without the rewrite a tower keeps nn.GELU (file format 10) and fused attention (absent before 2.0): the
+    export stops in one line naming the oldest torch that could load the file, and writes nothing."""
+    import guie.export.portable as portable
+    from guie.export import export_run
+
+    monkeypatch.setattr(portable, "make_portable", lambda module: module)
+    with pytest.raises(GuieError) as err:
+        export_run(trained_run, tmp_path / "export", measure_speed=False, log=lambda _: None)
+    text = str(err.value)
+    assert text.startswith("open_clip `guie-tiny` (`none`) cannot be made portable to PyTorch 1.11 (the GUIE host): "
+                           "file format version 10") and "\n" not in text
+    assert text.endswith("its file needs PyTorch 2.0 or newer; choose another --backbone"), text
+    assert not (tmp_path / "export").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["local-dir", "hf-hub", "timm-dinov2-at-70"])
+def test_new_backbone_kinds_train_and_export_offline(kind, tmp_path, digits_dir, torch_envs, schema_backbone):
+    """Done when (issue 20): with no network, guie-train then guie-export --torchscript succeed for a local-dir:
+    model, an hf-hub: model from a prepared offline cache and a DINOv2-style timm model at a size other than its
+    default, and the file loads and matches in torch 1.11.0 and 2.0.1."""
+    backbone = ["--backbone", "timm:timm-tiny-dinov2", "--image-size", "70"] if kind.startswith("timm") else \
+        ["--backbone", schema_backbone(kind)]
+    env = {"HF_HUB_OFFLINE": "1", **({"HF_HOME": os.environ["HF_HOME"]} if "HF_HOME" in os.environ else {})}
+    run, out = tmp_path / "run", tmp_path / "export"
+    res = run_cli("train", "--data", f"imagefolder:{digits_dir}", *backbone, "--epochs", "1", "--max-per-class", "4",
+                  "--batch-size", "32", "--workers", "0", "--out", str(run), env=env)
+    assert res.returncode == 0, res.stderr
+    res = run_cli("export", str(run), "--torchscript", "--out", str(out), "--check-torch", ",".join(COMPAT_RELEASES),
+                  env=env)
+    assert res.returncode == 0, res.stderr
+    report = json.loads((out / "verify.json").read_text())
+    assert report["max_abs_diff_vs_eager"] <= 1e-4 and report["host_portability"]["loads_in_1_11"]
+    assert [(r["torch"], r["passed"]) for r in report["compat"]] == [(v, True) for v in COMPAT_RELEASES]
+    assert all(r["max_abs_diff"] <= MATCH_LIMIT for r in report["compat"])
+    spec = report["preprocess"]["backbone"]
+    assert spec == json.loads((run / "config.json").read_text())["backbone_spec"]
+    if kind == "hf-hub":
+        assert len(spec["revision"]) == 40
+    if kind.startswith("timm"):
+        assert (spec["image_size"], report["preprocess"]["image_size"], report["preprocess"]["pil_pipeline"]) == \
+            (70, 70, "timm")
 
 
 @pytest.mark.parametrize("name", ["ViT-B-32", "guie-tiny-coca", "guie-tiny-rn"])

@@ -14,7 +14,7 @@ from guie.export.submission_module import (
     preprocess,
 )
 from guie.export.tta import parse_tta
-from guie.model.backbone import export_problem
+from guie.model.backbone import export_problem, resize_before_crop
 from guie.model.embedder import Embedder, load_embedder
 
 
@@ -34,15 +34,20 @@ def build_submission_module(model: str | Path, fp16: bool = False, chunk: int = 
         # The image tower carries the weight; the projection stays fp32 and gets float features.
         core.visual.half()
     tta_resize = augmentation.resize(size)
+    # timm's eval crop: resize to floor(size / crop_pct), then the centre size x size (0: open_clip's, straight to size)
+    resize = resize_before_crop(cfg)
     module = SubmissionModule(core, size, list(cfg["mean"]), list(cfg["std"]), cfg["resize_mode"], chunk, fp16,
                               tta_flip=augmentation.flip, interpolation=cfg["interpolation"],
-                              tta_resize=tta_resize).eval()
+                              tta_resize=tta_resize, resize=resize).eval()
     info = {"image_size": size, "resize_mode": cfg["resize_mode"], "interpolation": cfg["interpolation"],
             "resampling": "antialiased, two passes (horizontal, vertical) each rounded to 8 bits, as Pillow",
             "mean": list(cfg["mean"]), "std": list(cfg["std"]), "chunk": chunk, "fp16": fp16,
             "backbone": backbone.spec.to_dict(), "dim": embedder.projection.dim,
             "size_features": embedder.projection.size_features, "tta": str(augmentation),
-            "tta_resize": tta_resize}
+            "tta_resize": tta_resize, "resize": resize,
+            "pil_pipeline": "timm" if "crop_pct" in cfg else "open_clip"}
+    if "crop_pct" in cfg:
+        info.update(crop_pct=cfg["crop_pct"], crop_mode=cfg["crop_mode"])
     return module, embedder, info
 
 
@@ -56,7 +61,7 @@ def eager_reference(embedder: Embedder, info: dict[str, Any], images: torch.Tens
     sizes = original_sizes(images)
     embeddings = []
     with torch.inference_mode():
-        for resize in [0] + ([info["tta_resize"]] if augmentation.scale else []):
+        for resize in [info.get("resize", 0)] + ([info["tta_resize"]] if augmentation.scale else []):
             pixels = preprocess(images, info["image_size"], mean, std, info["resize_mode"] == "squash",
                                 info["interpolation"], resize)
             if info["fp16"]:

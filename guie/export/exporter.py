@@ -26,6 +26,7 @@ from guie.fileio import (
     writing_into,
 )
 from guie.fsnames import nearest_text_folder
+from guie.model.backbone_names import describe_backbone
 from guie.version import __version__
 
 FORMATS = ("torchscript", "program")
@@ -78,7 +79,7 @@ def export_run(model: str | Path, out_dir: str | Path, *, fp16: bool = False, fm
     eager, embedder, info = build_submission_module(model, fp16, chunk if fmt == "torchscript" else 0, tta)
     out = Path(out_dir)  # made only once the model has loaded: a wrong RUN leaves no empty folder behind
     extras = (["TTA " + info["tta"]] if info["tta"] != "none" else []) + (["size features"] if info["size_features"] else [])
-    log(f"exporting {info['backbone']['name']} ({info['backbone']['pretrained']}) + projection to "
+    log(f"exporting {describe_backbone(info['backbone'])} + projection to "
         f"{info['dim']}-D as {fmt}{' (fp16 weights)' if fp16 else ''}{' with ' + ' and '.join(extras) if extras else ''}")
     return write_verified(eager, embedder, info, out, fmt, str(Path(model).resolve()), log, measure_speed,
                           check_torch=versions)
@@ -115,7 +116,7 @@ def _write_verified(eager: torch.nn.Module, embedder: Any, info: dict[str, Any],
                     reference: Callable[[torch.Tensor], torch.Tensor] | None,
                     check_torch: list[str] | None) -> dict[str, Any]:
     from guie.export.build import export_program, script
-    from guie.export.portable import host_portability, save_portable
+    from guie.export.portable import host_portability, minimum_torch, save_portable
     from guie.export.verify import verify_export
 
     # torch writes and reloads the file by path, which its C++ takes only as text: a folder named with
@@ -129,9 +130,13 @@ def _write_verified(eager: torch.nn.Module, embedder: Any, info: dict[str, Any],
         if fmt == "torchscript":
             name = SAVED_MODEL
             scripted = script(eager)
-            portability = host_portability(scripted, save_portable(scripted, tmp / name))
+            version = save_portable(scripted, tmp / name)
+            portability = host_portability(scripted, version)
             if not portability["loads_in_1_11"]:
-                log(f"warning: this file will not load in PyTorch 1.11 (the GUIE host): {portability['reason']}")
+                backbone = describe_backbone(info["backbone"]) if "backbone" in info else "this model"
+                raise GuieError(f"{backbone} cannot be made portable to PyTorch 1.11 (the GUIE host): "
+                                f"{portability['reason']}; its file needs {minimum_torch(scripted, version)}; "
+                                "choose another --backbone")
         else:
             name = SAVED_PROGRAM
             export_program(eager, tmp / name)

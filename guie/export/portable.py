@@ -11,11 +11,12 @@ The scripted module's ``.debug_pkl`` source-range records also use a layout 1.11
 
 So the exported copy (never the eager model, which stays open_clip's own) gets:
 
-- GELU as its formula (exact erf, or the tanh approximation), the same function;
-- attention written with ``linear``, ``matmul`` and ``softmax`` on the same weights, for
+- GELU as its formula (exact, through erfc, or the tanh approximation), the same function;
+- attention written with ``linear``, ``baddbmm``, ``bmm`` and ``softmax`` on the same weights, for
   ``nn.MultiheadAttention``, open_clip's ``AttentionPool2d`` (ModifiedResNet) and its custom
-  ``Attention``; timm's own attention modules switched to their non-fused path (their
-  ``fused_attn`` is a TorchScript constant, so the fused branch is not compiled at all);
+  ``Attention``, and timm's ``Attention`` (ViT, DINOv2); timm's other attention modules (EVA's
+  rotary one) switched to their non-fused path (their ``fused_attn`` is a TorchScript constant,
+  so the fused branch is not compiled at all);
 - every bool option of every submodule frozen as a TorchScript constant, so code behind
   switched-off options (timm's position-embedding resampling, gradient checkpointing) is not
   compiled into the file;
@@ -24,7 +25,15 @@ So the exported copy (never the eager model, which stays open_clip's own) gets:
   source line, which nobody at the host reads anyway).
 
 Anything left that an old torch lacks is caught by guie-compat's matrix, which loads the
-file in real older releases.
+file in real older releases; a tower that still needs a newer release is refused at export
+(``minimum_torch`` names the oldest that could load it).
+
+Speed (measured, README "Performance"): the rewrite keeps the eager tower's arithmetic and adds
+no pass of its own where it can help it. Self-attention projects q, k and v in one matrix
+multiply and splits the heads in one copy (the eager fast path's layout); the 1/sqrt(d) scale and
+any mask ride in the ``baddbmm`` that forms the scores; GELU makes one new tensor and works in
+place on it (the eager fused kernel is one pass; an out-of-place formula made four tensors of
+the MLP's width, and allocating them cost as much as computing them).
 """
 
 import contextlib
@@ -47,15 +56,54 @@ HOST_MAX_FILE_VERSION = 9
 
 
 class PortableGELU(nn.Module):
-    """GELU as its formula: exact ``x * Phi(x)`` through erf, or the tanh approximation (Hendrycks &
-    Gimpel 2016), so the file holds no ``aten::gelu`` and its operator version stays below 10."""
+    """GELU as its formula: exact ``x * Phi(x)`` with Phi(x) = erfc(-x / sqrt 2) / 2, or the tanh approximation
+    (Hendrycks & Gimpel 2016) as ``x * sigmoid(2 z)`` (= x (1 + tanh z) / 2), so the file holds no ``aten::gelu``
+    and its operator version stays below 10. One new tensor, the rest in place on it: 4 (exact) or 6 (tanh)
+    passes over the activations where the textbook formula takes 5 or 9 and allocates each."""
 
     approximate: str
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.approximate == "tanh":
-            return 0.5 * x * (1.0 + torch.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
-        return 0.5 * x * (1.0 + torch.erf(x * 0.7071067811865476))
+            # 2 z = 2 sqrt(2 / pi) (x + 0.044715 x^3) = x (1.5957691216057308 + 0.0713548162726009 x^2)
+            y = x * x
+            return y.mul_(0.0713548162726009).add_(1.5957691216057308).mul_(x).sigmoid_().mul_(x)
+        return (x * -0.7071067811865476).erfc_().mul_(x).mul_(0.5)
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
+           mask: Optional[torch.Tensor]) -> torch.Tensor:  # noqa: UP045 - TorchScript
+    """softmax(scale q k^T + mask) v per batch-and-head slice: q ``(N, Lq, D)``, k and v ``(N, Lk, D)``,
+    ``mask`` additive, broadcastable to ``(N, Lq, Lk)``. Returns ``(N, Lq, D)``. The scale and the mask
+    go into the one ``baddbmm`` (no pass of their own); k is read transposed, not copied."""
+    if mask is None:
+        bias = torch.zeros(1, 1, 1, dtype=q.dtype, device=q.device)
+        scores = torch.baddbmm(bias, q, k.transpose(1, 2), beta=0.0, alpha=scale)
+    else:
+        scores = torch.baddbmm(mask, q, k.transpose(1, 2), beta=1.0, alpha=scale)
+    return torch.bmm(scores.softmax(dim=-1), v)
+
+
+def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """``(B, L, H * D)`` -> ``(B * H, L, D)`` (one copy)."""
+    b, length, e = x.shape[0], x.shape[1], x.shape[2]
+    return x.reshape(b, length, num_heads, e // num_heads).transpose(1, 2).reshape(b * num_heads, length, e // num_heads)
+
+
+def merge_heads(x: torch.Tensor, batch: int) -> torch.Tensor:
+    """``(B * H, L, D)`` -> ``(B, L, H * D)`` (one copy)."""
+    n, length, d = x.shape[0], x.shape[1], x.shape[2]
+    return x.reshape(batch, n // batch, length, d).transpose(1, 2).reshape(batch, length, (n // batch) * d)
+
+
+def heads_mask(mask: Optional[torch.Tensor], batch: int, num_heads: int, lq: int,  # noqa: UP045
+               lk: int) -> Optional[torch.Tensor]:  # noqa: UP045 - TorchScript
+    """An additive mask broadcastable to ``(B, H, Lq, Lk)`` as one broadcastable to ``(B * H, Lq, Lk)``."""
+    if mask is None:
+        return None
+    if mask.dim() <= 2:
+        return mask
+    return mask.expand(batch, num_heads, lq, lk).reshape(batch * num_heads, lq, lk)
 
 
 def scaled_dot_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int,
@@ -66,16 +114,9 @@ def scaled_dot_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_
     float mask broadcastable to ``(B, num_heads, Lq, Lk)``. Returns ``(B, Lq, E)``.
     """
     b, lq, e = q.shape[0], q.shape[1], q.shape[2]
-    lk = k.shape[1]
-    d = e // num_heads
-    q = q.reshape(b, lq, num_heads, d).transpose(1, 2)
-    k = k.reshape(b, lk, num_heads, d).transpose(1, 2)
-    v = v.reshape(b, lk, num_heads, d).transpose(1, 2)
-    scores = torch.matmul(q * (float(d) ** -0.5), k.transpose(-2, -1))
-    if mask is not None:
-        scores = scores + mask
-    out = torch.matmul(scores.softmax(dim=-1), v)
-    return out.transpose(1, 2).reshape(b, lq, e)
+    out = attend(split_heads(q, num_heads), split_heads(k, num_heads), split_heads(v, num_heads),
+                 float(e // num_heads) ** -0.5, heads_mask(mask, b, num_heads, lq, k.shape[1]))
+    return merge_heads(out, b)
 
 
 def additive_mask(attn_mask: Optional[torch.Tensor], key_padding_mask: Optional[torch.Tensor],  # noqa: UP045
@@ -102,7 +143,17 @@ def additive_mask(attn_mask: Optional[torch.Tensor], key_padding_mask: Optional[
 
 
 class PortableMultiheadAttention(nn.MultiheadAttention):
-    """nn.MultiheadAttention's inference forward on its own weights, without the fused kernels."""
+    """nn.MultiheadAttention's inference forward on its own weights, without the fused kernels. Self-attention
+    (query, key and value the same tensor, as in every tower block) projects q, k and v in one matrix
+    multiply and splits the heads in one copy."""
+
+    def self_attention(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:  # noqa: UP045
+        """``(B, L, E)`` -> ``(B, L, E)`` before ``out_proj``: the packed projection, then ``attend``."""
+        b, length, e = x.shape[0], x.shape[1], x.shape[2]
+        h = self.num_heads
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias).reshape(b, length, 3, h, e // h)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).reshape(3, b * h, length, e // h).unbind(0)
+        return merge_heads(attend(q, k, v, float(e // h) ** -0.5, heads_mask(mask, b, h, length, length)), b)
 
     def project(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -115,11 +166,16 @@ class PortableMultiheadAttention(nn.MultiheadAttention):
                 key_padding_mask: Optional[torch.Tensor] = None, need_weights: bool = True,  # noqa: UP045
                 attn_mask: Optional[torch.Tensor] = None, average_attn_weights: bool = True,  # noqa: UP045
                 is_causal: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:  # noqa: UP045
+        same = key is query and value is query
         if not self.batch_first:
             query, key, value = query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1)
-        q, k, v = self.project(query, key, value)
-        mask = additive_mask(attn_mask, key_padding_mask, q.shape[0], self.num_heads, q.shape[1], k.shape[1], q.dtype)
-        out = self.out_proj(scaled_dot_attention(q, k, v, self.num_heads, mask))
+        mask = additive_mask(attn_mask, key_padding_mask, query.shape[0], self.num_heads, query.shape[1],
+                             key.shape[1], query.dtype)
+        if same:
+            out = self.out_proj(self.self_attention(query, mask))
+        else:
+            q, k, v = self.project(query, key, value)
+            out = self.out_proj(scaled_dot_attention(q, k, v, self.num_heads, mask))
         if not self.batch_first:
             out = out.transpose(0, 1)
         weights: Optional[torch.Tensor] = None  # noqa: UP045 - TorchScript
@@ -134,6 +190,11 @@ class PortableCrossMultiheadAttention(PortableMultiheadAttention):
         e, bias = self.embed_dim, self.in_proj_bias
         return (F.linear(query, self.q_proj_weight, bias[:e]), F.linear(key, self.k_proj_weight, bias[e:2 * e]),
                 F.linear(value, self.v_proj_weight, bias[2 * e:]))
+
+    def self_attention(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:  # noqa: UP045
+        """No packed weights here: the three projections, then ``scaled_dot_attention``."""
+        q, k, v = self.project(x, x, x)
+        return scaled_dot_attention(q, k, v, self.num_heads, mask)
 
 
 class PortableAttentionPool2d(nn.Module):
@@ -161,12 +222,20 @@ class PortableOpenClipAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:  # noqa: UP045
         n, length, c = x.shape[0], x.shape[1], x.shape[2]
-        q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
         h = self.num_heads
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
+        mask = additive_mask(attn_mask, None, n, h, length, length, qkv.dtype)
+        if self.logit_scale is None and self.head_scale is None:
+            # plain scaled dot product: the packed heads split in one copy, then attend
+            q, k, v = qkv.reshape(n, length, 3, h, c // h).permute(2, 0, 3, 1, 4).reshape(
+                3, n * h, length, c // h).unbind(0)
+            q, k = self.ln_q(q), self.ln_k(k)
+            out = merge_heads(attend(q, k, v, self.scale, heads_mask(mask, n, h, length, length)), n)
+            return self.out_proj(self.ln_inner(out))
+        q, k, v = qkv.chunk(3, dim=-1)
         q = q.reshape(n, length, h, c // h).transpose(1, 2)
         k = k.reshape(n, length, h, c // h).transpose(1, 2)
         v = v.reshape(n, length, h, c // h).transpose(1, 2)
-        mask = additive_mask(attn_mask, None, n, h, length, length, q.dtype)
         if self.logit_scale is not None:
             scores = torch.matmul(F.normalize(q, dim=-1), F.normalize(k, dim=-1).transpose(-1, -2))
             scores = scores * torch.clamp(self.logit_scale, max=self.logit_scale_max).exp()
@@ -180,6 +249,35 @@ class PortableOpenClipAttention(nn.Module):
             out = out * self.head_scale
         out = out.transpose(1, 2).reshape(n, length, c)
         return self.out_proj(self.ln_inner(out))
+
+
+class PortableTimmAttention(nn.Module):
+    """timm's ``Attention`` (timm.layers.attention: ViT, DINOv2, ... blocks) without
+    ``scaled_dot_product_attention``: its packed q/k/v projection split into heads in one copy, its q/k
+    norms, then ``attend``; the optional output gate and norm as timm applies them."""
+
+    num_heads: int
+    head_dim: int
+    attn_dim: int
+    scale: float
+
+    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None,  # noqa: UP045 - TorchScript
+                is_causal: bool = False) -> torch.Tensor:
+        b, n = x.shape[0], x.shape[1]
+        h, d = self.num_heads, self.head_dim
+        gate: Optional[torch.Tensor] = None  # noqa: UP045 - TorchScript
+        if self.gate is not None:
+            gate = self.gate(x).sigmoid()
+        q, k, v = self.qkv(x).reshape(b, n, 3, h, d).permute(2, 0, 3, 1, 4).reshape(3, b * h, n, d).unbind(0)
+        q, k = self.q_norm(q), self.k_norm(k)
+        mask = additive_mask(attn_mask, None, b, h, n, n, q.dtype)
+        if is_causal:
+            causal = torch.full((n, n), float("-inf"), dtype=q.dtype, device=q.device).triu(1)
+            mask = causal if mask is None else mask + causal
+        out = self.norm(merge_heads(attend(q, k, v, self.scale, heads_mask(mask, b, h, n, n)), b))
+        if gate is not None:
+            out = out * gate
+        return self.proj(out)
 
 
 def portable_pad(input: torch.Tensor, pad: List[int], mode: str = "constant",  # noqa: UP006 - TorchScript
@@ -249,6 +347,34 @@ def host_portability(scripted: torch.jit.ScriptModule, version: int | None) -> d
     return {"loads_in_1_11": not reasons, "reason": "; ".join(reasons) or None}
 
 
+# The first release that has each operator a scripted tower may bring that PyTorch 1.11 lacks (measured,
+# DESIGN.md "Portability": 1.12 and 1.13 stop at scaled_dot_product_attention only; aten::pad from F.pad's own
+# history), and the first that reads file format 10 (aten::gelu with ``approximate``).
+OP_SINCE = {"aten::pad": "1.13", "aten::_native_multi_head_attention": "1.13", "aten::is_autocast_enabled": "1.13",
+            "aten::scaled_dot_product_attention": "2.0", "aten::_upsample_lanczos2d_aa": "2.12"}
+FILE_VERSION_SINCE = {10: "1.12"}
+
+
+def minimum_torch(scripted: torch.jit.ScriptModule, version: int | None) -> str:
+    """The oldest PyTorch that could load ``scripted`` saved with file format ``version``, in words, from
+    :data:`OP_SINCE` and :data:`FILE_VERSION_SINCE`: "PyTorch 1.11 or newer" when nothing is newer, e.g.
+    "PyTorch 2.0 or newer" for scaled_dot_product_attention, and "a PyTorch newer than 1.11 (at least R;
+    aten::x is not in guie's table)" for an operator 1.11 lacks that the table does not know."""
+    needed = ["1.11"]
+    if version is not None and version > HOST_MAX_FILE_VERSION:
+        needed.append(FILE_VERSION_SINCE.get(version, "1.12"))
+    unknown = []
+    for op in missing_host_ops(scripted):
+        if op in OP_SINCE:
+            needed.append(OP_SINCE[op])
+        else:
+            unknown.append(op)
+    oldest = max(needed, key=lambda v: tuple(int(part) for part in v.split(".")))
+    if unknown:
+        return f"a PyTorch newer than 1.11 (at least {oldest}; {', '.join(unknown[:3])} not in guie's table)"
+    return f"PyTorch {oldest} or newer"
+
+
 def freeze_flags(module: nn.Module) -> None:
     """Make every plain bool attribute of every submodule (``dynamic_img_size``, ``grad_checkpointing``,
     ...) a TorchScript constant, in place. TorchScript compiles only the taken side of an ``if`` on
@@ -297,6 +423,11 @@ def make_portable(module: nn.Module) -> nn.Module:
             sub.__class__ = PortableAttentionPool2d
         elif kind is OpenClipAttention:
             sub.__class__ = PortableOpenClipAttention
+        elif _class_name(sub) == "timm.layers.attention.Attention" and all(
+                hasattr(sub, a) for a in ("qkv", "q_norm", "k_norm", "norm", "proj", "head_dim", "attn_dim", "scale")):
+            if not hasattr(sub, "gate"):
+                sub.gate = None  # older timm: no output gate
+            sub.__class__ = PortableTimmAttention
         elif hasattr(sub, "fused_attn"):
             sub.fused_attn = False  # timm: a TorchScript constant, so the fused branch is never compiled
     freeze_flags(portable)

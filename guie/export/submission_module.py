@@ -101,15 +101,17 @@ class SubmissionModule(nn.Module):
 
     Test-time augmentation: ``tta_flip`` adds each view's mirror image, ``tta_resize`` > 0 adds
     a second view resized to that many pixels and centre-cropped to ``size``; the output is the
-    normalised mean of all views' embeddings.
+    normalised mean of all views' embeddings. ``resize`` > 0 does the same to the first view
+    (timm's eval crop: resize to floor(size / crop_pct), then the centre crop).
     """
 
     def __init__(self, core: nn.Module, size: int, mean: list[float], std: list[float], resize_mode: str,
                  chunk: int = 32, half: bool = False, tta_flip: bool = False, interpolation: str = "bicubic",
-                 tta_resize: int = 0):
+                 tta_resize: int = 0, resize: int = 0):
         super().__init__()
         self.core = core
         self.size = size
+        self.resize = resize
         self.squash = resize_mode == "squash"
         self.chunk = chunk
         self.half = half
@@ -145,7 +147,7 @@ class SubmissionModule(nn.Module):
 
     def _embed(self, images: torch.Tensor) -> torch.Tensor:
         sizes = original_sizes(images)  # the same for every view: they describe the image as given
-        embedding = self._view(images, sizes, 0)
+        embedding = self._view(images, sizes, self.resize)
         views = 2 if self.tta_flip else 1
         if self.tta_resize > 0:
             embedding = embedding + self._view(images, sizes, self.tta_resize)

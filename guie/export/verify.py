@@ -163,22 +163,25 @@ def verify_export(path: Path, eager: torch.nn.Module, embedder: Embedder | None,
         report["images_per_s"] = {"batch": 32, "input": "224x224 uint8", "exported": round(exported, 1),
                                   "eager": round(reference_speed, 1), "ratio": round(exported / reference_speed, 3)}
     log(f"verified: {len(checks)} checks passed; max abs diff vs eager {worst:.2e} (limit {limit:.0e})"
-        + (f", vs open_clip's PIL pipeline {pil_diff:.2e} ({pil_extreme:.2e} at extreme aspect)"
+        + (f", vs {info.get('pil_pipeline', 'open_clip')}'s PIL pipeline {pil_diff:.2e} ({pil_extreme:.2e} at extreme aspect)"
            if pil_diff is not None and pil_extreme is not None else ""))
     return report
 
 
 def pil_pipeline_diff(embedder: Embedder, info: dict[str, Any], images: dict,
                       model: Callable[[torch.Tensor], torch.Tensor]) -> float | None:
-    """Reported, not gated: the exported module vs the eager embedder behind open_clip's own PIL transform."""
+    """Reported, not gated: the exported module vs the eager embedder behind the backbone's own PIL transform
+    (open_clip's, or timm's for a timm tower)."""
     from PIL import Image
 
     from guie.model.backbone import eval_transform
 
     if info.get("tta", "none") != "none":
         return None  # the PIL pipeline has no test-time augmentation to compare with
+    timm_crop = {k: info[k] for k in ("crop_pct", "crop_mode") if k in info}  # a timm tower: timm's own transform
     transform = eval_transform({"size": info["image_size"], "mode": "RGB", "mean": info["mean"], "std": info["std"],
-                                "interpolation": info["interpolation"], "resize_mode": info["resize_mode"], "fill_color": 0})
+                                "interpolation": info["interpolation"], "resize_mode": info["resize_mode"], "fill_color": 0,
+                                **timm_crop})
     worst = 0.0
     for img in images.values():
         pil = Image.fromarray(np.ascontiguousarray(img.permute(1, 2, 0).numpy()))

@@ -243,8 +243,7 @@ class FeatureCache:
         identity = {"format": CACHE_FORMAT, "backbone": spec.fingerprint(),
                     "view": view, "augment": AUGMENT_NAME if view else "none"}
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
-        safe = spec.name.replace("/", "_")
-        return cls.open_dir(Path(root) / f"{safe}-v{view}-{digest}", identity)
+        return cls.open_dir(Path(root) / f"{spec.cache_label}-v{view}-{digest}", identity)
 
     @classmethod
     def open_dir(cls, folder: str | Path, identity: dict[str, Any]) -> FeatureCache:

@@ -22,6 +22,7 @@ from guie.distributed import DistContext
 from guie.features.cache import FeatureCache, FeatureTable, image_key, key_hashes
 from guie.features.forward import UNREADABLE, forward_images
 from guie.model.backbone import Backbone, BackboneSpec
+from guie.model.backbone_names import describe_backbone
 from guie.model.projection import Projection
 
 
@@ -176,7 +177,7 @@ class BackboneOnDemand:
 
     def __call__(self) -> Backbone:
         if self.loaded is None:
-            self.log(f"loading backbone {self.spec.name} ({self.spec.pretrained}) on {self.device}")
+            self.log(f"loading backbone {describe_backbone(self.spec.to_dict())} on {self.device}")
             self.loaded = self.loader(self.spec, self.device)
         return self.loaded
 

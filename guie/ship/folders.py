@@ -34,6 +34,7 @@ from guie.fileio import (
     write_text,
     writing_into,
 )
+from guie.model.backbone_names import describe_backbone
 from guie.ship.kaggle_ids import (
     GUIE_COMPETITION,
     KaggleRef,
@@ -146,10 +147,13 @@ def model_card(spec: PackageSpec, source: ModelSource, sha256: str, size: int) -
         "- Input: uint8 RGB images `(N, 3, H, W)` of any size (or one `(3, H, W)` image)",
         "- Output: `(N, 64)` float32, L2-normalised (inner product = cosine)",
     ]
-    backbone = cfg.get("backbone") or verify.get("backbone")
+    # the run's resolved spec (kind, weights, hub revision, image size), else its --backbone and --pretrained
+    backbone = cfg.get("backbone_spec") if isinstance(cfg.get("backbone_spec"), dict) else None
+    name = cfg.get("backbone") or verify.get("backbone")
+    if backbone is None and name:
+        backbone = {"name": name, "pretrained": cfg.get("pretrained") or verify.get("pretrained")}
     if backbone:
-        pretrained = cfg.get("pretrained") or verify.get("pretrained")
-        lines.append(f"- Backbone: open_clip `{backbone}`" + (f" (`{pretrained}`)" if pretrained else "") + ", frozen")
+        lines.append(f"- Backbone: {describe_backbone(backbone)}, frozen")
     if cfg:
         keys = ("head", "dim", "classes", "epochs", "batch_size", "lr", "margin", "margin_schedule", "scale",
                 "aug_views", "ema", "domain_loss", "size_features", "stage2_blocks", "seed")

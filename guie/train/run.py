@@ -192,7 +192,7 @@ def _run(cfg: TrainConfig, resume: bool, overwrite: bool, log: Callable[[str], N
          task_eval: TaskEval | None) -> RunResult:
     """The stages in order; each is a function below, in the same order."""
     started = time.perf_counter()
-    spec, device = check_recipe(cfg, dist)
+    spec, device = check_recipe(cfg, dist, log)
     check_tracking(cfg.wandb if dist.is_main else "off", log)  # W&B online: a key and an answer, before any work
     resolved = resolved_config(cfg, spec, dist)
     # Inputs first, outputs after: a run that fails on its data leaves no folder behind.
@@ -232,13 +232,16 @@ def _run(cfg: TrainConfig, resume: bool, overwrite: bool, log: Callable[[str], N
     return RunResult(run_dir, outcome.history, results, feats.computed)
 
 
-def check_recipe(cfg: TrainConfig, dist: DistContext) -> tuple[BackboneSpec, torch.device]:
+def check_recipe(cfg: TrainConfig, dist: DistContext,
+                 log: Callable[[str], None] = print) -> tuple[BackboneSpec, torch.device]:
     """The backbone spec and this rank's device, once the recipe is known to be exportable and runnable.
 
-    Raises GuieError for a backbone guie-export would refuse (now, not after the training) and
-    for stage 2 under torchrun.
+    Raises GuieError for a backbone that is not there (a wrong name, path or tag; an hf-hub: model or
+    timm tag neither cached nor on the Hugging Face hub, checked with a bounded wait and a progress
+    line on ``log``), for one guie-export would refuse (now, not after the training) and for stage 2
+    under torchrun.
     """
-    spec = BackboneSpec(cfg.backbone, cfg.pretrained).validate()
+    spec = BackboneSpec.resolve(cfg.backbone, cfg.pretrained, cfg.image_size, log=log)
     problem = export_problem(spec.name, expected_preprocess(spec))
     if problem:
         raise GuieError(f"{problem}; choose another --backbone")
@@ -249,9 +252,10 @@ def check_recipe(cfg: TrainConfig, dist: DistContext) -> tuple[BackboneSpec, tor
 
 
 def resolved_config(cfg: TrainConfig, spec: BackboneSpec, dist: DistContext) -> dict[str, Any]:
-    """config.json: the config with the package version, git commit, backbone fingerprint and world size."""
+    """config.json: the config with the package version, git commit, the resolved backbone spec and its
+    fingerprint, and the world size."""
     return {**cfg.to_dict(), "guie_version": __version__, "git_commit": git_commit(),
-            "backbone_fingerprint": spec.fingerprint(), "world_size": dist.world}
+            "backbone_spec": spec.to_dict(), "backbone_fingerprint": spec.fingerprint(), "world_size": dist.world}
 
 
 def sample_training_classes(records: list[Record], cfg: TrainConfig,
