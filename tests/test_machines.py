@@ -73,7 +73,8 @@ def test_kernel_sockets_go_where_their_paths_fit(tmp_path):
 
 
 @pytest.mark.slow
-def test_smoke_under_a_long_tmpdir_an_odd_home_and_the_c_locale(tmp_path, cli):
+def test_smoke_under_a_long_tmpdir_an_odd_home_and_the_c_locale(tmp_path, cli_process):
+    # a fresh process: TMPDIR, HOME and the locale are read once per process (tempfile caches its folder)
     from guie.ship.folders import PackageSpec, build_package
 
     build = tmp_path / "build"
@@ -82,7 +83,7 @@ def test_smoke_under_a_long_tmpdir_an_odd_home_and_the_c_locale(tmp_path, cli):
                   build, log=lambda _: None)
     env = machine_env(tmp_path)
     before = set(Path("/tmp").glob("guie-smoke-*"))
-    res = cli("smoke", str(build), env=env)
+    res = cli_process("smoke", str(build), env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "is too long a path for the kernel's IPC sockets (107 bytes at most): they go in a short private folder instead" \
         in res.stdout

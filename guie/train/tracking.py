@@ -10,7 +10,6 @@ reported once and tracking stops, while training and the run folder (metrics.jso
 from __future__ import annotations
 
 import os
-import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from guie.errors import GuieError
-from guie.services import check_service, service_timeout
+from guie.services import call_within, check_service, service_timeout
 
 OFFLINE_HINT = "or train with --wandb offline and upload later with: wandb sync RUN/wandb/offline-run-*"
 
@@ -167,22 +166,23 @@ class WandbTracker(Tracker):
 
     def finish(self) -> None:
         """Finish the run, waiting at most 6x the service timeout for W&B to confirm; then it is left to
-        ``wandb sync`` (the run's files are complete in RUN/wandb)."""
-        if self.run is None or self.failed:
+        ``wandb sync`` (the run's files are complete in RUN/wandb). A run whose tracking stopped after a
+        failure is finished too (quietly), so no W&B run stays open in this process for the next training
+        of a sweep to inherit."""
+        if self.run is None:
             return
-        done = threading.Event()
-
-        def finish() -> None:
-            self._call("finishing the run", self.run.finish)
-            done.set()
-
-        thread = threading.Thread(target=finish, daemon=True)
-        thread.start()
+        run, self.run = self.run, None
         limit = 6 * service_timeout()
-        if not done.wait(limit):
-            self.failed = True
-            self.log_line(f"warning: W&B did not confirm the end of the run within {limit:g} s; its files are in "
-                          f"{self.run_dir / 'wandb'}: upload them later with wandb sync {self.run_dir}/wandb/run-*")
+        try:
+            call_within(run.finish, limit, name="guie-wandb-finish")
+        except TimeoutError:
+            if not self.failed:
+                self.failed = True
+                self.log_line(f"warning: W&B did not confirm the end of the run within {limit:g} s; its files are "
+                              f"in {self.run_dir / 'wandb'}: upload them later with wandb sync "
+                              f"{self.run_dir}/wandb/run-*")
+        except Exception as exc:  # noqa: BLE001 - whatever W&B raises, the run is worth more than its log
+            self._stop("finishing the run", exc)
 
 
 def _one_line(exc: BaseException) -> str:
