@@ -12,8 +12,11 @@ from PIL import Image
 from test_compat import COMPAT_RELEASES, submission_for, torch_envs  # noqa: F401 - torch_envs is a fixture
 
 import guie.export.verify as verify
+from guie.errors import GuieError
+from guie.export import tta
 from guie.export.build import build_submission_module, eager_reference
 from guie.export.host_images import EXTREME_ASPECT_SIZES, host_images
+from guie.export.tta import least_new_view_scale
 from guie.model.backbone import eval_transform
 from guie.model.bounded_transform import bounded_eval_transform
 from guie.model.pillow_resize import (
@@ -306,4 +309,43 @@ def test_strips_load_and_match_in_old_torch(tmp_path, torch_envs):  # noqa: F811
             text = f"{got.error.first_line}\n{got.error.last_line}"
             assert f"an image of {h} x {w} pixels has nothing to resize" in text, (version, text)
             assert "division" not in text.lower(), (version, text)
+
+
+# --- export options that would do nothing, or two things -----------------------------------------------------
+
+def test_a_tta_scale_that_gives_no_new_view_is_refused(trained_run):
+    with pytest.raises(GuieError, match=r"^--tta scale:1.01 gives no new view at this model's 32-pixel input "
+                                        r"\(it resizes to 32 pixels, the first view again\); use scale:1.016 or more$"):
+        build_submission_module(trained_run, tta="flip,scale:1.01")
+    assert build_submission_module(trained_run, tta="scale:1.016")[2]["tta_resize"] == 33
+
+
+def test_the_least_scale_named_is_the_least_that_gives_a_new_view():
+    for size in [1, 2, 3, 32, 33, 224, 225, 336, 518]:
+        least = least_new_view_scale(size)
+        assert tta.TestTimeAugmentation(False, least).resize(size) == size + 1, size
+        with pytest.raises(GuieError, match=f"use scale:{least:g} or more$"):
+            tta.TestTimeAugmentation(False, round(least - 0.001, 3)).resize(size)
+    assert (least_new_view_scale(32), least_new_view_scale(224)) == (1.016, 1.003)
+
+
+def test_cli_refuses_a_scale_without_a_new_view_and_writes_nothing(cli, trained_run, tmp_path):
+    out = tmp_path / "e"
+    res = cli("export", str(trained_run), "--tta", "scale:1.01", "--out", str(out))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines() == [
+        "error: --tta scale:1.01 gives no new view at this model's 32-pixel input (it resizes to 32 pixels, the "
+        "first view again); use scale:1.016 or more"]
+    assert not out.exists()
+
+
+def test_torchscript_and_program_together_are_refused_before_any_work(cli, trained_run, tmp_path):
+    out = tmp_path / "e"
+    res = cli("export", str(trained_run), "--torchscript", "--program", "--out", str(out))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines() == [
+        "error: --torchscript and --program are two formats, one export writes one; give one of them "
+        "(TorchScript, the default, for Kaggle; --program for use outside it)"]
+    assert not out.exists()
+
 
