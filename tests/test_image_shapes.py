@@ -1,9 +1,11 @@
 """Images of any shape in bounded memory (issue 22 item 7), and the export's edge inputs: Pillow's
 resampling reproduced without the enlarged image, the pass order of Pillow 13, empty batches and
 images, and the export options that would do nothing or two things."""
+import contextlib
 import json
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -349,3 +351,46 @@ def test_torchscript_and_program_together_are_refused_before_any_work(cli, train
     assert not out.exists()
 
 
+def test_compat_package_and_smoke_agree_on_what_a_submission_zip_may_hold(tmp_path):
+    """guie-compat (its resolver), guie-package (its source) and guie-smoke (its host check) take and refuse
+    the same zips: saved_model.pt (TorchScript) at the root and nothing else."""
+    from guie.artifacts import TAKES_TORCHSCRIPT, extract_saved_model, identify
+    from guie.ship.host_check import CheckFailed, run_checks
+    from guie.ship.source import resolve_source
+
+    model = tmp_path / "model.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Identity()), str(model))
+    ts = model.read_bytes()
+    layouts = {
+        "only saved_model.pt": ([("saved_model.pt", ts)], True),
+        "and notes.txt": ([("saved_model.pt", ts), ("notes.txt", b"hi")], False),
+        "in a folder": ([("sub/saved_model.pt", ts)], False),
+        "twice": ([("saved_model.pt", ts), ("saved_model.pt", ts)], False),
+        "not TorchScript": ([("saved_model.pt", b"not a model")], False),
+        "empty": ([], False),
+    }
+    for name, (members, takes) in layouts.items():
+        path = tmp_path / f"{name}.zip"
+        with pytest.warns(UserWarning) if name == "twice" else contextlib.nullcontext(), zipfile.ZipFile(path, "w") as zf:
+            for member, data in members:
+                zf.writestr(member, data)
+        verdicts = {"compat": _accepts(lambda p, f: extract_saved_model(identify(p, TAKES_TORCHSCRIPT).model_file, f),
+                                       path, tmp_path / "compat" / name),  # guie-compat: resolve FILE, unzip it
+                    "package": _accepts(lambda p, f: resolve_source(p, f, log=lambda _: None), path,
+                                        tmp_path / "package" / name)}
+        passed: list[str] = []
+        try:
+            run_checks(path, [], passed, work=tmp_path)
+        except CheckFailed:
+            pass
+        # the smoke test's verdict on the zip itself: its layout check, then whether the file inside loads
+        verdicts["smoke"] = "zip-layout" in passed and "load" in passed
+        assert verdicts == dict.fromkeys(verdicts, takes), (name, verdicts, passed)
+
+
+def _accepts(step, path, folder) -> bool:
+    try:
+        step(path, folder)
+    except GuieError:
+        return False
+    return True
