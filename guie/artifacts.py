@@ -268,9 +268,17 @@ def file_kind(path: Path, takes: Takes = ANYTHING) -> str:
         return kind
     if SAVED_MODEL not in names:
         raise refusal("zip-without-model", path, takes, found=", ".join(names[:5]) or "nothing")
-    if names != [SAVED_MODEL]:
+    if not is_submission_layout(names):
         raise refusal("zip-with-more", path, takes, names=str(names))
     return SUBMISSION
+
+
+def is_submission_layout(names: list[str]) -> bool:
+    """Whether a zip whose entries are ``names`` (``ZipFile.namelist()``, in order) has the submission.zip
+    layout: ``saved_model.pt`` at its root and nothing else, once (the host's layout, DESIGN.md). The one
+    rule guie-compat and guie-package (through :func:`identify`) and guie-smoke's zip-layout check apply;
+    the file inside is checked when it is taken out (:func:`extract_saved_model`)."""
+    return names == [SAVED_MODEL]
 
 
 def folder_kind(folder: Path) -> str | None:

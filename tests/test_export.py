@@ -99,6 +99,11 @@ def test_program_format(trained_run, tmp_path):
     for img in images((1, 3, 7, 5), (3, 3, 64, 31)):
         assert program(img).shape == (img.shape[0], 64)
     assert report["max_abs_diff_vs_eager"] <= 1e-4
+    # one graph for every shape, strips included (the bounded resize's branches are torch.cond there)
+    eager, _, _ = build_submission_module(trained_run, chunk=0)
+    with torch.inference_mode():
+        for img in images((1, 3, 1, 6000), (1, 3, 6000, 1), (2, 3, 20, 2000), (1, 3, 1, 1), (1, 3, 1200, 37)):
+            assert (program(img) - eager(img)).abs().max() <= 1e-5, img.shape
 
 
 def test_a_failing_check_fails_the_export_and_writes_nothing(trained_run, tmp_path, monkeypatch):

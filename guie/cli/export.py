@@ -28,9 +28,9 @@ determinism, reload in a fresh process without guie) must pass before any file a
 
 @click.command("export", help=EXPORT_HELP)
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--torchscript", "fmt", flag_value="torchscript", default=True,
+@click.option("--torchscript", "torchscript", is_flag=True,
               help="TorchScript saved_model.pt + submission.zip, for Kaggle (default)")
-@click.option("--program", "fmt", flag_value="program",
+@click.option("--program", "program", is_flag=True,
               help="a torch.export program (saved_model.pt2) for use outside Kaggle")
 @click.option("--out", "out", type=click.Path(file_okay=False), default=None,
               help="output folder (default: RUN/export)")
@@ -48,11 +48,15 @@ determinism, reload in a fresh process without guie) must pass before any file a
               "e.g. 1.11.0,2.4.1; environments built once, see guie-compat); auto: 1.11.0, the GUIE host's, when "
               "its environment is built; none")
 @friendly_errors
-def export_command(runs: tuple[str, ...], fmt: str, out: str | None, fp16: bool, chunk: int, tta: str,
-                   ensemble: str | None, ensemble_images: int, check_torch: str) -> None:
+def export_command(runs: tuple[str, ...], torchscript: bool, program: bool, out: str | None, fp16: bool, chunk: int,
+                   tta: str, ensemble: str | None, ensemble_images: int, check_torch: str) -> None:
     from guie.export import export_ensemble, export_run
     from guie.export.torch_envs import resolve_versions
 
+    if torchscript and program:  # two formats asked for: refused before anything else
+        raise GuieError("--torchscript and --program are two formats, one export writes one; give one of them "
+                        "(TorchScript, the default, for Kaggle; --program for use outside it)")
+    fmt = "program" if program else "torchscript"
     augmentation = parse_tta(tta)  # a bad spec fails here, before any model loads
     resolve_versions(check_torch)  # and so does a bad release number
     if len(runs) > 1 or ensemble:

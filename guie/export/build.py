@@ -7,15 +7,11 @@ from typing import Any
 import torch
 
 from guie.errors import GuieError
-from guie.export.submission_module import (
-    EmbeddingCore,
-    SubmissionModule,
-    original_sizes,
-    preprocess,
-)
+from guie.export.submission_module import EmbeddingCore, SubmissionModule, original_sizes
 from guie.export.tta import parse_tta
 from guie.model.backbone import export_problem, resize_before_crop
 from guie.model.embedder import Embedder, load_embedder
+from guie.model.pillow_resize import pillow_vertical_first_rule, resize_crop_unbounded
 
 
 def build_submission_module(model: str | Path, fp16: bool = False, chunk: int = 32, tta: str = "none"
@@ -36,11 +32,15 @@ def build_submission_module(model: str | Path, fp16: bool = False, chunk: int = 
     tta_resize = augmentation.resize(size)
     # timm's eval crop: resize to floor(size / crop_pct), then the centre size x size (0: open_clip's, straight to size)
     resize = resize_before_crop(cfg)
+    vertical_first = pillow_vertical_first_rule()  # the pass order of the Pillow the features were made with
     module = SubmissionModule(core, size, list(cfg["mean"]), list(cfg["std"]), cfg["resize_mode"], chunk, fp16,
                               tta_flip=augmentation.flip, interpolation=cfg["interpolation"],
-                              tta_resize=tta_resize, resize=resize).eval()
+                              tta_resize=tta_resize, resize=resize, vertical_first_rule=vertical_first).eval()
+    order = ("vertical first when the height shrinks by more than twice the width's pixels, as Pillow 13"
+             if vertical_first else "horizontal first, as Pillow before 13")
     info = {"image_size": size, "resize_mode": cfg["resize_mode"], "interpolation": cfg["interpolation"],
-            "resampling": "antialiased, two passes (horizontal, vertical) each rounded to 8 bits, as Pillow",
+            "resampling": f"antialiased, two passes each rounded to 8 bits ({order}); only the crop resampled",
+            "vertical_first_rule": vertical_first,
             "mean": list(cfg["mean"]), "std": list(cfg["std"]), "chunk": chunk, "fp16": fp16,
             "backbone": backbone.spec.to_dict(), "dim": embedder.projection.dim,
             "size_features": embedder.projection.size_features, "tta": str(augmentation),
@@ -52,18 +52,29 @@ def build_submission_module(model: str | Path, fp16: bool = False, chunk: int = 
 
 
 def eager_reference(embedder: Embedder, info: dict[str, Any], images: torch.Tensor) -> torch.Tensor:
-    """The eager guie Embedder on the same tensor preprocessing, in plain Python: the parity reference."""
+    """The eager guie Embedder on the plain definition of the tensor preprocessing, in Python: the parity
+    reference. Unlike the module it resizes the whole image before the crop, with torch's antialiased
+    operator for every pass (guie.model.pillow_resize.resize_crop_unbounded), so verify checks the bounded
+    resampling against the simple one; its memory grows with the aspect ratio (fine for the test images)."""
     if images.dim() == 3:
         images = images.unsqueeze(0)
     mean = torch.tensor(info["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(info["std"]).view(1, 3, 1, 1)
     augmentation = parse_tta(info["tta"])
     sizes = original_sizes(images)
+    size, h, w = info["image_size"], images.shape[-2], images.shape[-1]
     embeddings = []
     with torch.inference_mode():
         for resize in [info.get("resize", 0)] + ([info["tta_resize"]] if augmentation.scale else []):
-            pixels = preprocess(images, info["image_size"], mean, std, info["resize_mode"] == "squash",
-                                info["interpolation"], resize)
+            target = resize or size
+            if info["resize_mode"] == "squash":
+                new_h = new_w = target
+            else:
+                new_h, new_w = target * h // min(h, w), target * w // min(h, w)
+            top, left = int(round((new_h - size) / 2)), int(round((new_w - size) / 2))  # torchvision's CenterCrop
+            levels = resize_crop_unbounded(images, new_h, new_w, top, left, size, size, info["interpolation"],
+                                           info.get("vertical_first_rule", False))
+            pixels = (levels / 255.0 - mean) / std
             if info["fp16"]:
                 pixels = pixels.half()
             embeddings.append(embedder(pixels, sizes).float())

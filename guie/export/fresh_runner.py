@@ -84,6 +84,8 @@ def make_input(torch, entry):
     if "tensor" in entry:
         with open(entry["tensor"]["file"], "rb") as fh:
             data = bytearray(fh.read())
+        if not data:  # a tensor with no elements (an empty batch): frombuffer refuses an empty buffer
+            return torch.zeros(entry["tensor"]["shape"], dtype=torch.uint8)
         return torch.frombuffer(data, dtype=torch.uint8).reshape(entry["tensor"]["shape"])
     singles = []
     for path in entry["images"]:

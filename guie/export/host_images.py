@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 
 HOST_SIZES = [(7, 5), (31, 64), (224, 224), (500, 300), (1200, 37)]  # (H, W)
-# Aspect 32:1. Against open_clip's PIL pipeline, the export's 8-bit two-pass resize of this tall
-# image to a small model size (guie-tiny's 32 px) is one grey level off on about 28% of pixels
-# (1e-3 on the embedding; under 0.1% of pixels at 224 px; the 37x1200 wide image: 0.1%), so
-# guie-export reports that difference apart from the photo-like sizes'.
+# Aspect 32:1, reported apart from the photo-like sizes: shrinking it to guie-tiny's 32 px, Pillow 13
+# runs the vertical pass first (its rule for heights that shrink much more than widths), which an
+# export that always ran the horizontal pass first missed by one grey level on 28% of pixels (1e-3
+# on the embedding); with Pillow's order (guie.model.pillow_resize) it is 0.1% of pixels, as photos.
 EXTREME_ASPECT_SIZES = [(1200, 37)]
 BATCH = (4, 97, 131)  # (N, H, W)
 

@@ -13,11 +13,16 @@ semantics for ``resize_mode``:
 - ``longest`` (resize the longer side, pad the rest) is refused at export.
 
 The resampling is the backbone's ``interpolation`` (bicubic or bilinear) with antialias, done
-as Pillow does it on 8-bit images, which is what open_clip's transform runs on: two separable
-passes, horizontal then vertical, each clamped to 0..255 and rounded to whole levels. Torch's
-antialiased kernels are Pillow's (bicubic a = -0.5), so on photos this reproduces open_clip's
-PIL pipeline to within one grey level on a few pixels (one pass in float would differ by several
-levels, about 3e-3 on the embedding); guie-export reports the remaining difference.
+as Pillow does it on 8-bit images, which is what open_clip's transform runs on
+(guie.model.pillow_resize): two separable passes, each clamped to 0..255 and rounded to whole
+levels, in the order of the Pillow the run's features were made with (Pillow 13 runs the vertical
+pass first when the height shrinks by more than twice as many pixels as the width). Only the
+centre crop is resampled: an image smaller than S on its short side is enlarged in Pillow's own
+integer arithmetic from the source pixels the crop reads (exactly open_clip's PIL pipeline), a
+larger one through torch's antialiased operators (Pillow's filters in float: one grey level off on
+under 0.1% of pixels, about 1e-5 on the embedding), so memory never grows with the aspect ratio.
+An image with no pixels is refused with a ValueError naming its size; an empty batch gives
+``(0, dim)``.
 The batch is processed ``chunk`` images at a time, so at most one chunk's activations are alive:
 the host gave single images, but a large batch must not run out of memory.
 """
@@ -27,53 +32,49 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from guie.model.pillow_resize import resize_crop
 
-def resample_8bit(x: torch.Tensor, size: list[int], interpolation: str) -> torch.Tensor:
-    """One antialiased resampling pass, clamped and rounded to whole 0..255 levels (half up) as Pillow does.
 
-    The antialiased aten operators are called directly (they exist since PyTorch 1.11, and are what
-    ``F.interpolate(..., antialias=True)`` calls with these arguments): scripting ``F.interpolate``
-    would compile every one of its modes into the file, some absent from older torch releases.
-    """
-    if interpolation == "bicubic":
-        x = torch._C._nn._upsample_bicubic2d_aa(x, size, False, None, None)
-    else:
-        x = torch._C._nn._upsample_bilinear2d_aa(x, size, False, None, None)
-    return torch.floor(x.clamp(0.0, 255.0) + 0.5)
+def no_pixels_message(h: int, w: int) -> str:
+    """The one-line error for an image with no pixels (its height or width 0)."""
+    return (f"guie submission module: an image of {h} x {w} pixels has nothing to resize; "
+            "feed images of at least 1 x 1 pixels")
+
+
+def _check_has_pixels(short, h, w) -> None:
+    """The same refusal under torch.export, as a runtime check the traced program keeps (never scripted)."""
+    torch._check(short >= 1, lambda: no_pixels_message(h, w))
 
 
 def preprocess(x: torch.Tensor, size: int, mean: torch.Tensor, std: torch.Tensor, squash: bool,
-               interpolation: str = "bicubic", resize: int = 0) -> torch.Tensor:
+               interpolation: str = "bicubic", resize: int = 0, vertical_first_rule: bool = True) -> torch.Tensor:
     """uint8/float 0..255 images (N, 3, H, W) -> normalised float (N, 3, size, size).
 
     ``resize`` > ``size`` (a second-resolution TTA view) resizes to ``resize`` instead and
-    centre-crops ``size`` out of that, in either resize mode.
-    Integer arithmetic without shape branches, so the same function scripts for TorchScript
-    and traces symbolically for torch.export: ``size * side // short`` equals torchvision's
-    ``int(size * long / short)``, and ``(d + (d // 2) % 2) // 2`` equals its centre-crop offset
-    ``int(round(d / 2))`` (round half to even).
+    centre-crops ``size`` out of that, in either resize mode. ``vertical_first_rule``: Pillow 13's
+    pass order (guie.model.pillow_resize). Only the crop is resampled, so memory does not grow with
+    the aspect ratio. Integer arithmetic without Python branches on shapes, so the same function
+    scripts for TorchScript and traces symbolically for torch.export: ``size * side // short`` equals
+    torchvision's ``int(size * long / short)``, and ``(d + (d // 2) % 2) // 2`` equals its
+    centre-crop offset ``int(round(d / 2))`` (round half to even). An image with no pixels raises
+    ValueError.
     """
     target = resize if resize > 0 else size
-    x = x.float()
     h, w = x.shape[-2], x.shape[-1]
+    if torch.jit.is_scripting():
+        short = min(h, w)
+        if short < 1:
+            raise ValueError(no_pixels_message(h, w))
+    else:
+        short = torch.sym_min(h, w)
+        _check_has_pixels(short, h, w)
     if squash:
         new_h, new_w = target, target
     else:
-        if torch.jit.is_scripting():
-            short = min(h, w)
-        else:
-            short = torch.sym_min(h, w)
         new_h, new_w = target * h // short, target * w // short
-    # Pillow's order: the horizontal pass, then the vertical one, each back to 8-bit levels
-    x = resample_8bit(x, [h, new_w], interpolation)
-    x = resample_8bit(x, [new_h, new_w], interpolation)
-    if not squash or target != size:
-        top = (new_h - size + ((new_h - size) // 2) % 2) // 2
-        left = (new_w - size + ((new_w - size) // 2) % 2) // 2
-        # index_select, not slicing: the crop's length is stated outright and never aliases the input,
-        # so torch.export keeps one graph for every H, W (a slice of full length would specialise)
-        offsets = torch.arange(size, device=x.device)
-        x = x.index_select(2, offsets + top).index_select(3, offsets + left)
+    top = (new_h - size + ((new_h - size) // 2) % 2) // 2
+    left = (new_w - size + ((new_w - size) // 2) % 2) // 2
+    x = resize_crop(x, new_h, new_w, top, left, size, size, interpolation, vertical_first_rule)
     return (x / 255.0 - mean) / std
 
 
@@ -91,6 +92,7 @@ class EmbeddingCore(nn.Module):
         super().__init__()
         self.visual = visual
         self.projection = projection
+        self.dim = int(projection.dim)  # the embedding's width, for the answer to an empty batch
 
     def forward(self, pixels: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
         return self.projection(self.visual(pixels), sizes)
@@ -107,12 +109,14 @@ class SubmissionModule(nn.Module):
 
     def __init__(self, core: nn.Module, size: int, mean: list[float], std: list[float], resize_mode: str,
                  chunk: int = 32, half: bool = False, tta_flip: bool = False, interpolation: str = "bicubic",
-                 tta_resize: int = 0, resize: int = 0):
+                 tta_resize: int = 0, resize: int = 0, vertical_first_rule: bool = True):
         super().__init__()
         self.core = core
+        self.dim = int(core.dim)
         self.size = size
         self.resize = resize
         self.squash = resize_mode == "squash"
+        self.vertical_first_rule = vertical_first_rule
         self.chunk = chunk
         self.half = half
         self.tta_flip = tta_flip
@@ -130,6 +134,8 @@ class SubmissionModule(nn.Module):
         images = images.to(self.mean.device)
         if self.chunk <= 0:  # torch.export: one pass over the batch (a loop over it would fix its size)
             return self._embed(images).to(device)
+        if images.shape[0] == 0:  # an empty batch: no images, no embeddings (the tower would refuse it)
+            return torch.zeros(0, self.dim, dtype=torch.float32, device=device)
         outputs: list[torch.Tensor] = []
         for start in range(0, images.shape[0], self.chunk):
             outputs.append(self._embed(images[start:start + self.chunk]))
@@ -137,7 +143,8 @@ class SubmissionModule(nn.Module):
 
     def _view(self, images: torch.Tensor, sizes: torch.Tensor, resize: int) -> torch.Tensor:
         """The summed embeddings of one resolution and, under flip TTA, its mirror image."""
-        pixels = preprocess(images, self.size, self.mean, self.std, self.squash, self.interpolation, resize)
+        pixels = preprocess(images, self.size, self.mean, self.std, self.squash, self.interpolation, resize,
+                            self.vertical_first_rule)
         if self.half:
             pixels = pixels.half()
         embedding = self.core(pixels, sizes).float()

@@ -1,6 +1,7 @@
 """Test-time augmentation specs for guie-export (``--tta``): which extra views the module averages."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from guie.errors import GuieError
@@ -21,12 +22,29 @@ class TestTimeAugmentation:
         return ",".join(parts) or "none"
 
     def resize(self, size: int) -> int:
-        """The second view's resize target in pixels (0: no second view)."""
-        return int(round(size * self.scale)) if self.scale else 0
+        """The second view's resize target in pixels for a model input of ``size`` pixels (0: no second
+        view). GuieError when the scale rounds back to ``size``: that view would be the first one again."""
+        if not self.scale:
+            return 0
+        target = int(round(size * self.scale))
+        if target <= size:
+            least = least_new_view_scale(size)
+            raise GuieError(f"--tta scale:{self.scale:g} gives no new view at this model's {size}-pixel input (it "
+                            f"resizes to {target} pixels, the first view again); use scale:{least:g} or more")
+        return target
 
     @property
     def views(self) -> int:
         return (2 if self.flip else 1) * (2 if self.scale else 1)
+
+
+def least_new_view_scale(size: int) -> float:
+    """The least ``--tta scale:`` factor, in thousandths, whose second view at a model input of ``size`` pixels
+    is larger than ``size`` (``round(size * scale) > size``, Python's round: half to even)."""
+    least = math.ceil((size + 0.5) / size * 1000) / 1000
+    while int(round(size * least)) <= size:  # size + 0.5 rounds down to size when size is even
+        least = round(least + 0.001, 3)
+    return least
 
 
 def parse_tta(value: str | None) -> TestTimeAugmentation:

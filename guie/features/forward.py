@@ -18,7 +18,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from guie.data.images import ImageDataset, default_workers
-from guie.model.backbone import Backbone, augment_transform, eval_transform
+from guie.model.backbone import Backbone, augment_transform
+from guie.model.bounded_transform import bounded_eval_transform
 
 UNREADABLE = "unreadable or corrupt image"
 
@@ -40,7 +41,7 @@ def image_dataset(backbone: Backbone, paths: Sequence[str], view: int = 0,
     """``paths`` under ``backbone``'s preprocessing: view 0 its own eval transform, view k >= 1 the k-th
     seeded augmented view (seeded per image by ``keys``, default the paths)."""
     cfg = backbone.preprocess_cfg
-    transform = eval_transform(cfg) if view == 0 else augment_transform(cfg)
+    transform = bounded_eval_transform(cfg) if view == 0 else augment_transform(cfg)
     return ImageDataset(paths, transform, backbone.image_size, view=view, keys=keys)
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from guie.artifacts import SAVED_MODEL, is_submission_layout
 from guie.export.fresh import FreshResult, ImageInput, InputResult, RunOutput, run_fresh
 from guie.export.host_images import write_host_images
 
@@ -208,11 +209,11 @@ def run_checks(zip_path: str | Path, images: Sequence[str], passed: list[str], w
     with tempfile.TemporaryDirectory(prefix="guie-host-check-", dir=work) as tmp:
         with zipfile.ZipFile(zip_path) as zf:
             names = zf.namelist()
-            if names != ["saved_model.pt"]:
-                raise CheckFailed("zip-layout", f"submission.zip holds {names}; the host reads only saved_model.pt "
+            if not is_submission_layout(names):
+                raise CheckFailed("zip-layout", f"submission.zip holds {names}; the host reads only {SAVED_MODEL} "
                                                 "at its root")
             passed.append("zip-layout")
-            model = Path(zf.extract("saved_model.pt", tmp))  # from a file, not from memory: a ViT-H is gigabytes
+            model = Path(zf.extract(SAVED_MODEL, tmp))  # from a file, not from memory: a ViT-H is gigabytes
         plan = host_plan(list(images), Path(tmp) / "host-images")
         result = run_fresh(sys.executable, model, plan.inputs, timeout=timeout)
     emb = judge(result, plan, passed)
