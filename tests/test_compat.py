@@ -335,16 +335,19 @@ def test_every_tower_family_in_open_clip_has_a_shrunken_config():
 
 @pytest.mark.parametrize("name", FAMILY_CONFIGS)
 def test_tower_family_loads_in_old_torch(name, tmp_path, torch_envs):
-    module = submission_for(name)
+    assert_portable_in_1_11(submission_for(name), tmp_path / "saved_model.pt")
+
+
+def assert_portable_in_1_11(module, path):
+    """The portable rewrite of ``module`` is the same function, passes the static check and loads and matches in
+    torch 1.11.0, the strictest release (fewest operators, oldest file format); 2.0.1 is checked on the trained
+    exports below and on the demo export above."""
     scripted = script_portable(module)
-    path = tmp_path / "saved_model.pt"
     version = save_portable(scripted, path)
     assert host_portability(scripted, version) == {"loads_in_1_11": True, "reason": None}
     x = host_cases()[1]
     with torch.no_grad():
-        assert (scripted(x) - module(x)).abs().max() <= MATCH_LIMIT  # the rewrite is the same function
-    # 1.11 is the strictest release (fewest operators, oldest file format); 2.0.1 is checked on the
-    # trained exports below and on the demo export above
+        assert (scripted(x) - module(x)).abs().max() <= MATCH_LIMIT
     (row,) = run_matrix(path, ["1.11.0"], log=lambda _: None)
     assert row.passed, (row.error, row.max_abs_diff)
 
@@ -374,16 +377,7 @@ def test_new_backbone_kinds_load_in_old_torch(name, image_size, tmp_path, torch_
     heads), at another size too, and the open_clip schemas go through the same portable rewrite."""
     if name in ("local-dir", "hf-hub"):
         name = schema_backbone(name)
-    module = submission_for(name, image_size)
-    scripted = script_portable(module)
-    path = tmp_path / "saved_model.pt"
-    version = save_portable(scripted, path)
-    assert host_portability(scripted, version) == {"loads_in_1_11": True, "reason": None}
-    x = host_cases()[1]
-    with torch.no_grad():
-        assert (scripted(x) - module(x)).abs().max() <= MATCH_LIMIT
-    (row,) = run_matrix(path, ["1.11.0"], log=lambda _: None)
-    assert row.passed, (row.error, row.max_abs_diff)
+    assert_portable_in_1_11(submission_for(name, image_size), tmp_path / "saved_model.pt")
 
 
 def test_a_tower_that_cannot_be_made_portable_is_refused_at_export(trained_run, tmp_path, monkeypatch):

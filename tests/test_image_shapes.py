@@ -331,23 +331,17 @@ def test_the_least_scale_named_is_the_least_that_gives_a_new_view():
     assert (least_new_view_scale(32), least_new_view_scale(224)) == (1.016, 1.003)
 
 
-def test_cli_refuses_a_scale_without_a_new_view_and_writes_nothing(cli, trained_run, tmp_path):
+@pytest.mark.parametrize("args, message", [
+    (["--tta", "scale:1.01"], "error: --tta scale:1.01 gives no new view at this model's 32-pixel input (it resizes "
+                              "to 32 pixels, the first view again); use scale:1.016 or more"),
+    (["--torchscript", "--program"], "error: --torchscript and --program are two formats, one export writes one; give "
+                                     "one of them (TorchScript, the default, for Kaggle; --program for use outside it)"),
+])
+def test_cli_refuses_options_that_cannot_be_exported_and_writes_nothing(args, message, cli, trained_run, tmp_path):
     out = tmp_path / "e"
-    res = cli("export", str(trained_run), "--tta", "scale:1.01", "--out", str(out))
+    res = cli("export", str(trained_run), *args, "--out", str(out))
     assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert res.stderr.strip().splitlines() == [
-        "error: --tta scale:1.01 gives no new view at this model's 32-pixel input (it resizes to 32 pixels, the "
-        "first view again); use scale:1.016 or more"]
-    assert not out.exists()
-
-
-def test_torchscript_and_program_together_are_refused_before_any_work(cli, trained_run, tmp_path):
-    out = tmp_path / "e"
-    res = cli("export", str(trained_run), "--torchscript", "--program", "--out", str(out))
-    assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert res.stderr.strip().splitlines() == [
-        "error: --torchscript and --program are two formats, one export writes one; give one of them "
-        "(TorchScript, the default, for Kaggle; --program for use outside it)"]
+    assert res.stderr.strip().splitlines() == [message]
     assert not out.exists()
 
 
