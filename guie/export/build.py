@@ -53,9 +53,10 @@ def build_submission_module(model: str | Path, fp16: bool = False, chunk: int = 
 
 def eager_reference(embedder: Embedder, info: dict[str, Any], images: torch.Tensor) -> torch.Tensor:
     """The eager guie Embedder on the plain definition of the tensor preprocessing, in Python: the parity
-    reference. Unlike the module it resizes the whole image before the crop, with torch's antialiased
-    operator for every pass (guie.model.pillow_resize.resize_crop_unbounded), so verify checks the bounded
-    resampling against the simple one; its memory grows with the aspect ratio (fine for the test images)."""
+    reference. Unlike the module it resizes the whole image before the crop
+    (guie.model.pillow_resize.resize_crop_unbounded: Pillow's integer passes when both axes enlarge, torch's
+    antialiased operator otherwise), so verify checks the bounded resampling against the simple one; its
+    memory grows with the aspect ratio (fine for the test images)."""
     if images.dim() == 3:
         images = images.unsqueeze(0)
     mean = torch.tensor(info["mean"]).view(1, 3, 1, 1)

@@ -265,11 +265,16 @@ def resize_crop(x: torch.Tensor, out_h: int, out_w: int, top: int, left: int, cr
 
 def resize_crop_unbounded(x: torch.Tensor, out_h: int, out_w: int, top: int, left: int, crop_h: int, crop_w: int,
                           interpolation: str, vertical_first_rule: bool = True) -> torch.Tensor:
-    """The plain definition :func:`resize_crop` computes in bounded memory: both passes over the whole image
-    with torch's antialiased operator, each rounded to 8 bits, in Pillow's order, then the crop. Its
-    intermediates grow with the image's aspect ratio; for checking only (eager, not scripted)."""
+    """The plain definition :func:`resize_crop` computes in bounded memory: both passes over the whole image,
+    each rounded to 8 bits, then the crop. When both axes enlarge, Pillow's integer arithmetic over whole
+    axes, horizontal pass first (what :func:`resize_crop` computes for the crop alone); otherwise torch's
+    antialiased operator in Pillow's order. Its intermediates grow with the image's aspect ratio; for
+    checking only (eager, not scripted)."""
     h, w = x.shape[-2], x.shape[-1]
-    if vertical_pass_first(h, w, out_h, out_w, vertical_first_rule):
+    if h < out_h and w < out_w:
+        x = enlarge_last_axis(x, w, out_w, 0, out_w, 0, interpolation)
+        x = enlarge_last_axis(x.transpose(2, 3), h, out_h, 0, out_h, 0, interpolation).transpose(2, 3).float()
+    elif vertical_pass_first(h, w, out_h, out_w, vertical_first_rule):
         x = resample_axis(resample_axis(x, 2, out_h, interpolation), 3, out_w, interpolation)
     else:
         x = resample_axis(resample_axis(x, 3, out_w, interpolation), 2, out_h, interpolation)
