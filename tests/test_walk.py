@@ -87,6 +87,19 @@ def test_imagefolder_counts_and_reports_what_it_left_out(tmp_path):
     assert (str(root / "__MACOSX"), LITTER) in data.skipped  # one entry for the folder, not one per file
 
 
+def test_a_second_link_to_a_class_folder_is_not_a_second_class(tmp_path):
+    """A link at the top to a class folder already read (``catA-again -> catA``), or to a folder inside another
+    class, is left out once: no image counts twice, no class appears twice."""
+    root = user_folder(tmp_path)
+    (root / "catA-again").symlink_to(root / "catA", target_is_directory=True)
+    (root / "aaa-nested").symlink_to(root / "catB" / "nested", target_is_directory=True)  # read before catB
+    data = load_source(f"imagefolder:{root}")
+    assert Counter(r.label for r in data.records) == {"aaa-nested": 5, "catA": 44, "catB": 1}
+    assert len({r.path for r in data.records}) == len(data.records) == 50
+    assert (str(root / "catA-again"), FOLDER_READ) in data.skipped
+    assert (str(root / "catB" / "nested"), FOLDER_READ) in data.skipped
+
+
 def test_guie_data_and_the_training_report_show_the_counts(tmp_path, cli):
     from guie.train.run import load_records
 

@@ -20,7 +20,7 @@ import stat
 from guie.data.layout import Layout, find_layout
 from guie.data.listfiles import read_json_dict
 from guie.data.records import Record, SourceData, register_source
-from guie.data.walk import folder_entries, walk_images
+from guie.data.walk import Seen, folder_entries, walk_images
 
 DOMAIN = "objectnet"
 MAPPING = "folder_to_objectnet_label.json"
@@ -37,11 +37,12 @@ def load_objectnet(root: str, spec: str) -> SourceData:
     skipped: list[tuple[str, str]] = []
     entries, left = folder_entries(image_dir)
     skipped += [(str(path.relative_to(image_dir)), why) for path, why in left]
+    seen = Seen()  # a class folder linked twice is read once
     for folder, info in entries:
         if not stat.S_ISDIR(info.st_mode):
             continue
         label = mapping.get(folder.name)
-        images, left = walk_images(folder)
+        images, left = walk_images(folder, seen)
         skipped += [(str(path.relative_to(image_dir)), why) for path, why in left]
         for path in images:
             if not isinstance(label, str) or not label:

@@ -9,7 +9,9 @@ folder's images through :func:`walk_images`. The rule:
   (``catA/more -> /elsewhere/``). Each folder is read once per walk, by its identity on disk
   (``st_dev``, ``st_ino``): a link back to a folder above it (a loop) or a second link to a folder
   already read is left out, and so is a second path to a file already read (a link or hard link
-  to the same image), so no image counts twice.
+  to the same image), so no image counts twice. Readers that walk several class folders share
+  one :class:`Seen`, so this holds across the classes of a dataset too (``class0-again -> class0``
+  at the top is left out, not read as a second class).
 - **Hidden and operating-system litter is never an image**: names starting with ``.``
   (``.ipynb_checkpoints/``, ``.DS_Store``, macOS ``._*`` resource forks, ``.git/``), ``__MACOSX/``
   (macOS zip archives), ``Thumbs.db``, ``ehthumbs.db`` and ``desktop.ini`` (Windows Explorer),
@@ -21,6 +23,8 @@ Everything left out comes back with its reason (one entry per folder not entered
 file inside it), so guie-data, guie-train's data.json and guie-smoke report it.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import errno
 import os
@@ -86,12 +90,24 @@ def folder_entries(folder: str | Path) -> tuple[list[tuple[Path, os.stat_result]
     return kept, skipped
 
 
-def walk_images(root: str | Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+@dataclass
+class Seen:
+    """The folders and files (by ``st_dev, st_ino``) one reading has already taken: share one across the
+    :func:`walk_images` calls of one dataset (its class folders), so a link at any level to something
+    already read is left out once, not read as a second class."""
+
+    folders: set[tuple[int, int]] = field(default_factory=set)
+    files: set[tuple[int, int]] = field(default_factory=set)
+
+
+def walk_images(root: str | Path, seen: Seen | None = None) -> tuple[list[Path], list[tuple[Path, str]]]:
     """The image files below ``root`` by the module's rule, in path order, and what was left out.
 
     Returns ``(images, skipped)``: the images as paths below ``root`` (through the links, not
     resolved), and ``(path, reason)`` for every entry left out, reasons being this module's
-    constants (a folder that cannot be read gets ``NOT_READABLE`` with the error's name).
+    constants (a folder that cannot be read gets ``NOT_READABLE`` with the error's name). ``seen``:
+    what earlier walks of the same dataset read (updated); ``root`` itself among them is left out
+    whole as ``FOLDER_READ``.
     """
     images: list[Path] = []
     skipped: list[tuple[Path, str]] = []
@@ -100,8 +116,11 @@ def walk_images(root: str | Path) -> tuple[list[Path], list[tuple[Path, str]]]:
         st = os.stat(root)
     except OSError as exc:
         return images, [(root, f"{NOT_READABLE} ({type(exc).__name__})")]
-    seen_folders = {(st.st_dev, st.st_ino)}
-    seen_files: set[tuple[int, int]] = set()
+    seen = Seen() if seen is None else seen
+    if (st.st_dev, st.st_ino) in seen.folders:
+        return images, [(root, FOLDER_READ)]
+    seen_folders, seen_files = seen.folders, seen.files
+    seen_folders.add((st.st_dev, st.st_ino))
 
     def visit(folder: Path) -> None:
         entries, left = folder_entries(folder)
