@@ -113,6 +113,34 @@ def test_local_dir_problems_are_one_line_each(tmp_path):
         assert "\n" not in str(err.value)
 
 
+def test_a_run_whose_local_weights_changed_is_refused_by_export_and_eval(tmp_path, digits_dir, cli):
+    """The features a run's projection was trained on came from the folder's weights then: other weights put
+    in the same folder later (same size) are one line at export and at eval, not a silently other model."""
+    folder = write_local_dir(tmp_path / "tiny", seed=1)
+    run = tmp_path / "run"
+    res = cli("train", "--data", f"imagefolder:{digits_dir}", "--backbone", f"local-dir:{folder}", "--epochs", "1",
+              "--max-per-class", "4", "--workers", "0", "--cache-dir", str(tmp_path / "cache"), "--out", str(run))
+    assert res.returncode == 0, res.stderr
+    write_local_dir(tmp_path / "other", seed=2)
+    (tmp_path / "other" / "open_clip_model.safetensors").replace(folder / "open_clip_model.safetensors")
+    for args in (["export", str(run), "--out", str(tmp_path / "export")],
+                 ["eval", str(run), "--task", f"imagefolder:{digits_dir}", "--cache-dir", str(tmp_path / "cache")]):
+        res = cli(*args)
+        assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+        (line,) = res.stderr.strip().splitlines()[-1:]
+        assert line.startswith(f"error: the backbone weights of '{run}") and "changed since it was trained" in line
+        assert line.endswith("put back the weights the run was trained on, or train a new run on these")
+    assert not (tmp_path / "export").exists()
+
+
+def test_a_malformed_hub_id_is_refused_before_asking_the_hub(tmp_path, online_hub):
+    hub = online_hub()
+    for name in ("hf-hub:notarepo", "hf-hub:org/repo/extra", "hf-hub:org/re po"):
+        with pytest.raises(GuieError, match=r"is not a Hugging Face repo id \(ORG/REPO, "):
+            BackboneSpec.resolve(name)
+    assert hub.requests == []  # nothing was asked
+
+
 def test_weights_that_do_not_fit_the_folders_config(tmp_path):
     folder = write_local_dir(tmp_path / "misfit")
     save_file({k: v.contiguous() for k, v in open_clip.create_model("guie-tiny-rn").state_dict().items()},

@@ -77,7 +77,7 @@ def resolve_train_config(ctx: click.Context, params: dict[str, Any], config_file
     return cfg, counts if counts and len(counts) > 1 else None
 
 
-TRAIN_HELP = """Train a 64-D embedding head on frozen open_clip features.
+TRAIN_HELP = """Train a 64-D embedding head on frozen image-tower features (open_clip, hf-hub:, local-dir: or timm:).
 
 Features are extracted once per image and cached; reruns, sweeps and resumed runs reuse
 them. Example, the recipe of the GUIE seed solution:

@@ -24,11 +24,10 @@ file inside it), so guie-data, guie-train's data.json and guie-smoke report it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import errno
 import os
 import stat
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from guie.data.records import is_image_file

@@ -38,8 +38,8 @@ from guie.distributed import DistContext
 from guie.errors import GuieError
 from guie.features.extract import BackboneOnDemand, ensure_features, project_features
 from guie.features.forward import UNREADABLE, decode_workers, forward_images
-from guie.model.backbone import BackboneSpec, load_backbone, resolve_device
-from guie.model.model_file import projection_from, read_model_file
+from guie.model.backbone import load_backbone, resolve_device
+from guie.model.model_file import backbone_spec_of, projection_from, read_model_file
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ def _embed_cached_group(refs: list[ModelRef], models: dict[str, dict], paths: Se
                         log: Callable[[str], None], bad: dict[int, str]) -> tuple[dict[str, np.ndarray] | None, int]:
     """Run folders on one frozen backbone: features from the cache (the missing ones computed into it,
     each rank its share), then each projection; returns (vectors by name, None off rank 0; images computed)."""
-    spec = BackboneSpec(**models[refs[0].name]["backbone"])
+    spec = backbone_spec_of(models[refs[0].name], refs[0].path)
     projections = {ref.name: projection_from(models[ref.name]).to(device) for ref in refs}
     label = refs[0].name if len(refs) == 1 else f"{len(refs)} models on {spec.name}"
     feats = ensure_features(paths, spec, 0, cache_dir, BackboneOnDemand(spec, device, load_backbone, log),

@@ -59,6 +59,8 @@ WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors", ".ckpt", ".npz")
 INTERPOLATION = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR,
                  "nearest": T.InterpolationMode.NEAREST}
 MAX_IMAGE_SIZE = 4096
+# the hub's repo ids: ORG/NAME, each of letters, digits, '-', '_', '.' (huggingface_hub's validate_repo_id)
+HUB_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 SCHEMA_LOCAL = "bring the repo's files as --backbone local-dir:PATH (hf download ORG/REPO --local-dir PATH)"
 
 
@@ -148,6 +150,10 @@ class BackboneSpec:
             check_folder(Path(identifier(self.name)), self.name)
             return self
         if kind == HF_HUB:
+            repo = identifier(self.name).partition("@")[0]
+            if not HUB_REPO_ID.match(repo):
+                raise GuieError(f"--backbone {self.name!r}: {repo!r} is not a Hugging Face repo id (ORG/REPO, letters, "
+                                "digits, '-', '_' and '.'); e.g. hf-hub:timm/ViT-B-16-SigLIP2")
             files = find_files(identifier(self.name), HUB_FILES, self.name, revision=self.revision, log=log,
                                local=SCHEMA_LOCAL)
             return dataclasses.replace(self, revision=files.commit)

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from guie.errors import GuieError
-from guie.model.backbone import Backbone, BackboneSpec, load_backbone
-from guie.model.model_file import projection_from, read_model_file
+from guie.model.backbone import Backbone, load_backbone
+from guie.model.model_file import backbone_spec_of, projection_from, read_model_file
 from guie.model.projection import Projection
 
 
@@ -31,7 +31,7 @@ class Embedder(nn.Module):
 def load_embedder(model: str | Path, device: str | torch.device = "cpu") -> tuple[Embedder, Backbone]:
     """Rebuild the eager embedder from a run folder or model.pt; also return its backbone (for preprocessing)."""
     data = read_model_file(model)
-    backbone = load_backbone(BackboneSpec(**data["backbone"]), device)
+    backbone = load_backbone(backbone_spec_of(data, model), device)
     if data.get("backbone_finetuned"):
         # Stage 2 fine-tuned some blocks: those weights replace the pretrained ones.
         missing = set(data["backbone_finetuned"]) - set(backbone.visual.state_dict())
