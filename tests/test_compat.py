@@ -341,14 +341,16 @@ def test_tower_family_loads_in_old_torch(name, tmp_path, torch_envs):
 def assert_portable_in_1_11(module, path):
     """The portable rewrite of ``module`` is the same function, passes the static check and loads and matches in
     torch 1.11.0, the strictest release (fewest operators, oldest file format); 2.0.1 is checked on the trained
-    exports below and on the demo export above."""
+    exports below and on the demo export above. TorchScript's simple executor there: the same graph and load,
+    without the profiling executor's per-shape optimisation (12 s a tower), which every trained export of
+    this file and guie-compat run."""
     scripted = script_portable(module)
     version = save_portable(scripted, path)
     assert host_portability(scripted, version) == {"loads_in_1_11": True, "reason": None}
     x = host_cases()[1]
     with torch.no_grad():
         assert (scripted(x) - module(x)).abs().max() <= MATCH_LIMIT
-    (row,) = run_matrix(path, ["1.11.0"], log=lambda _: None)
+    (row,) = run_matrix(path, ["1.11.0"], log=lambda _: None, profiling_executor=False)
     assert row.passed, (row.error, row.max_abs_diff)
 
 

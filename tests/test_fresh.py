@@ -87,6 +87,15 @@ def test_plan_and_result(tmp_path):
     assert torch.allclose(torch.from_numpy(two.runs[0].values), local(torch.stack(host)), atol=1e-6)
 
 
+def test_the_executor_is_the_hosts_unless_the_simple_one_is_asked_for(tmp_path):
+    model = scripted(tmp_path, sm.ContractModel())
+    x = host_cases()[1]
+    default = run_fresh(sys.executable, model, [TensorInput("x", x)])
+    simple = run_fresh(sys.executable, model, [TensorInput("x", x)], profiling_executor=False)
+    assert (default.profiling_executor, simple.profiling_executor) == (True, False)
+    assert np.array_equal(default.inputs[0].runs[0].values, simple.inputs[0].runs[0].values)
+
+
 def test_large_outputs_other_types_and_failures(tmp_path):
     x = host_cases()[3]  # (1, 3, 500, 300): 450,000 values, more than come back inline
     assert x.numel() > INLINE_VALUES

@@ -111,9 +111,12 @@ def check_file(file: str | Path, versions: list[str], python: str | None = None,
 
 
 def run_matrix(model_path: Path, versions: list[str], python: str | None = None, device: str = "cpu",
-               log: Callable[[str], None] = print, shown_as: Path | None = None) -> list[CompatRow]:
+               log: Callable[[str], None] = print, shown_as: Path | None = None,
+               profiling_executor: bool = True) -> list[CompatRow]:
     """Load the TorchScript file ``model_path`` in each torch release (building missing environments) and
     compare with this torch; one row per release, each also passed to ``log`` as it finishes.
+    ``profiling_executor``: TorchScript's default executor there (True, as the host), or the simple one
+    (guie.export.fresh.run_fresh).
 
     The reference outputs come from this process's torch on CPU. Raises GuieError when the file
     cannot be loaded or run here at all (nothing to compare against).
@@ -136,7 +139,7 @@ def run_matrix(model_path: Path, versions: list[str], python: str | None = None,
     rows = []
     for version in versions:
         env = ensure_env(version, python, log=log)
-        result = run_fresh(env.python, model_path, plan, device, timeout=900)
+        result = run_fresh(env.python, model_path, plan, device, timeout=900, profiling_executor=profiling_executor)
         py = result.python or "?"
         problem = run_error(result)
         if problem is not None:

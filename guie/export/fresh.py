@@ -104,6 +104,7 @@ class FreshResult:
     wall_seconds: float = 0.0
     guie_import_error: str | None = None  # what ``import guie`` raised in the child at the end
     guie_modules: list[str] = field(default_factory=list)  # guie modules the child had imported (none)
+    profiling_executor: bool | None = None  # TorchScript's executor in the child: profiling (True) or simple
 
     @property
     def loaded(self) -> bool:
@@ -147,9 +148,11 @@ def kernel_argv() -> list[str]:
     return [sys.executable, *python_flags(), str(RUNNER), "kernel", "-f", "{connection_file}"]
 
 
-def write_plan(model_file: Path, plan: list[TensorInput | ImageInput], device: str, folder: Path) -> Path:
+def write_plan(model_file: Path, plan: list[TensorInput | ImageInput], device: str, folder: Path,
+               profiling_executor: bool = True) -> Path:
     """The runner's plan file in ``folder``, raw uint8 files beside it for tensor inputs; GuieError for
-    a tensor input that is not uint8 or a plan input of another type."""
+    a tensor input that is not uint8 or a plan input of another type. ``profiling_executor`` False runs
+    TorchScript's simple executor (see :func:`run_fresh`)."""
     entries: list[dict[str, Any]] = []
     for i, item in enumerate(plan):
         entry: dict[str, Any] = {"name": item.name, "runs": int(item.runs)}
@@ -167,7 +170,8 @@ def write_plan(model_file: Path, plan: list[TensorInput | ImageInput], device: s
         entries.append(entry)
     path = folder / "plan.json"
     path.write_text(json.dumps({"model": str(Path(model_file).resolve()), "device": device,
-                                "inline_values": INLINE_VALUES, "inputs": entries}))
+                                "inline_values": INLINE_VALUES, "profiling_executor": bool(profiling_executor),
+                                "inputs": entries}))
     return path
 
 
@@ -196,7 +200,8 @@ def read_result(out: Path) -> FreshResult:
         inputs.append(InputResult(item["name"], shape, runs, _child_error(item.get("error"))))
     return FreshResult(data.get("python"), data.get("torch"), _child_error(data.get("error")), inputs,
                        data.get("load_seconds"), data.get("run_seconds"),
-                       guie_import_error=data.get("guie_import_error"), guie_modules=data.get("guie_modules", []))
+                       guie_import_error=data.get("guie_import_error"), guie_modules=data.get("guie_modules", []),
+                       profiling_executor=data.get("profiling_executor"))
 
 
 def died_reason(stderr: str, returncode: int) -> str:
@@ -208,18 +213,21 @@ def died_reason(stderr: str, returncode: int) -> str:
 
 
 def run_fresh(python: str, model_file: Path, plan: list[TensorInput | ImageInput], device: str = "cpu",
-              timeout: float = 600.0) -> FreshResult:
+              timeout: float = 600.0, profiling_executor: bool = True) -> FreshResult:
     """Load ``model_file`` (TorchScript, or a ``.pt2`` torch.export program) with interpreter ``python`` in
     a fresh process that cannot import guie, feed it ``plan`` and return what it saw.
 
     ``python`` is this interpreter or another environment's (Python 3.7+, torch 1.11+); run with
     :func:`python_flags`, in an empty working folder, with :func:`child_env`. ``device`` cuda moves
     the loaded model to the GPU and feeds CPU tensors. Never raises for what happens in the child
-    (a crash or the timeout comes back as ``error``); GuieError for a bad plan.
+    (a crash or the timeout comes back as ``error``); GuieError for a bad plan. ``profiling_executor``
+    (default, as the host ran it) True; False runs TorchScript's simple executor, the same graph without
+    the per-shape profiling and optimisation (in torch 1.11 about 12 s for the second input shape of a
+    small tower): for checks of many towers at once, where the load and the numbers are the question.
     """
     with tempfile.TemporaryDirectory(prefix="guie-fresh-") as tmp:
         folder = Path(tmp)
-        plan_file = write_plan(model_file, plan, device, folder)
+        plan_file = write_plan(model_file, plan, device, folder, profiling_executor)
         out = folder / "result.json"
         start = time.perf_counter()
         try:
