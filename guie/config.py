@@ -51,7 +51,7 @@ class TrainConfig:
                                        "(.bin/.pt/.safetensors), or 'none' (random init); default: laion2b_s32b_b79k "
                                        "for an open_clip name, the tag in timm:NAME.TAG or timm's default; not taken "
                                        "by hf-hub: and local-dir:, which bring their weights")
-    image_size: int | None = opt(None, "run the frozen tower at this many pixels a side instead of its config's "
+    image_size: int | None = opt(None, "run the frozen tower at this many pixels a side (1 to 4096) instead of its config's "
                                        "(position embedding resampled once at load); part of the feature-cache key")
     classes: int | None = opt(None, "keep this many classes, most images first (seeded tie-break); all if unset. "
                                     "Several, comma-separated (1000,2000,4000), run a sweep: one run folder per "
