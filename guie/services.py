@@ -2,9 +2,10 @@
 
 W&B (``--wandb online``, guie.train.tracking) and the Kaggle API (``guie-package --upload``,
 ``guie-submit``, guie.ship.upload) are checked with :func:`reach` before the command does anything
-else: one progress line, then an answer within ``SERVICE_TIMEOUT_S`` seconds (DNS included: the
+else: one progress line, then an answer within :func:`service_timeout` seconds (DNS included: the
 request runs in a daemon thread, so a resolver that hangs cannot hold the command), and on failure
-one line naming the service, what is missing and the offline alternative.
+one line naming the service, what is missing and the offline alternative. The Hugging Face hub
+(guie.model.hub) and W&B's finish wait through the same :func:`call_within`.
 """
 from __future__ import annotations
 

@@ -167,12 +167,12 @@ def run(plan, out_dir):
         import torch
 
         result["torch"] = torch.__version__
-        if plan.get("profiling_executor", True) is False and hasattr(torch._C, "_jit_set_profiling_executor"):
-            torch._C._jit_set_profiling_executor(False)  # the simple executor: no per-shape optimisation
         if hasattr(torch._C, "_jit_set_profiling_executor"):
-            previous = torch._C._jit_set_profiling_executor(True)  # returns the setting it replaces
-            torch._C._jit_set_profiling_executor(previous)
-            result["profiling_executor"] = bool(previous)
+            if plan.get("profiling_executor", True) is False:
+                torch._C._jit_set_profiling_executor(False)  # the simple executor: no per-shape optimisation
+            current = torch._C._jit_set_profiling_executor(True)  # returns the setting it replaces: read it back
+            torch._C._jit_set_profiling_executor(current)
+            result["profiling_executor"] = bool(current)
         start = time.perf_counter()
         try:
             model = load_model(torch, plan["model"], plan.get("device", "cpu"))
